@@ -1,0 +1,156 @@
+"""The NumPy reference of GPAE with DT-ISR: the oracle every backend is checked against.
+
+Readable before fast: one plain reverse loop over time, vectorised over
+environments and agents, in float64 whatever the input dtype.
+
+Paper: Kim, Park, Kim, Jeon, Han, Sung, "Generalized Per-Agent Advantage
+Estimation for Multi-Agent Policy Optimization", AAMAS 2026, arXiv 2603.02654.
+Definitions as fixed in this project's spec (GPAE.md, sections 3-5).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from gpae_ref._validate import check_logp_shapes, check_logp_values, check_scalars, validate
+
+
+class GPAEOutput(NamedTuple):
+    """What every backend returns; both arrays are ``[T, B, N]``."""
+
+    advantages: Any
+    value_targets: Any
+
+
+def log_ratios(logp_target, logp_behaviour, mask=None) -> np.ndarray:
+    """Per-agent log importance ratios l^j_t = log pi^j - log mu^j, float64 ``[T, B, N]``.
+
+    A masked (dead or padded) agent contributes l^j_t = 0: its ratio is 1 and it
+    leaves the others' ratio unchanged.
+    """
+    log_rho = np.asarray(logp_target, np.float64) - np.asarray(logp_behaviour, np.float64)
+    if mask is not None:
+        log_rho = np.where(np.asarray(mask).astype(bool), log_rho, 0.0)
+    return log_rho
+
+
+def _trace_coefficients(log_rho: np.ndarray, correction: str, eta: float) -> np.ndarray:
+    """c^i_t from validated float64 log-ratios; every case formed in log space.
+
+    With l the own log-ratio and L = sum_j l^j the joint one, the others' log
+    ratio is L - l (never a product of N ratios, which overflows for many agents):
+
+        none: 1
+        it:   min(1, rho^i)                  = exp(min(0, l))
+        st:   min(1, rho)                    = exp(min(0, L))
+        dt:   min(1, rho^i min(eta, rho^-i)) = exp(min(0, l + min(log eta, L - l)))
+        full: rho                            = exp(L)          (may overflow: by design)
+    """
+    own = log_rho
+    joint = log_rho.sum(axis=-1, keepdims=True)
+    if correction == "none":
+        return np.ones_like(own)
+    if correction == "it":
+        return np.exp(np.minimum(0.0, own))
+    if correction == "st":
+        return np.broadcast_to(np.exp(np.minimum(0.0, joint)), own.shape).copy()
+    if correction == "dt":
+        others = joint - own
+        return np.exp(np.minimum(0.0, own + np.minimum(np.log(eta), others)))
+    if correction == "full":
+        with np.errstate(over="ignore"):
+            return np.broadcast_to(np.exp(joint), own.shape).copy()
+    raise AssertionError(correction)  # validate() has already rejected it
+
+
+def trace_coefficients(
+    logp_target, logp_behaviour, *, correction: str = "dt", eta: float = 1.02, mask=None
+) -> np.ndarray:
+    """The trace coefficients c^i_t of the spec's table (section 4), float64 ``[T, B, N]``.
+
+    ==========  ==============================================
+    ``none``    1
+    ``it``      min(1, rho^i_t)                  individual truncation
+    ``st``      min(1, rho_t)                    single truncation of the joint ratio
+    ``dt``      min(1, rho^i_t min(eta, rho^-i_t))   DT-ISR (default)
+    ``full``    rho_t                            untruncated; oracle only
+    ==========  ==============================================
+
+    rho^i_t = pi^i/mu^i of agent i's action, rho^-i_t the product over the
+    other agents, rho_t = rho^i_t rho^-i_t; all formed from summed log-ratios.
+    ``gpae`` uses c^i_{t+1} to weight the trace from step t+1 back to step t.
+    """
+    check_scalars(gamma=0.0, lam=0.0, correction=correction, eta=eta)
+    check_logp_shapes(logp_target, logp_behaviour, mask)
+    check_logp_values(logp_target, logp_behaviour, mask)
+    return _trace_coefficients(log_ratios(logp_target, logp_behaviour, mask), correction, eta)
+
+
+def gpae(
+    rewards,
+    values,
+    dones,
+    logp_target,
+    logp_behaviour,
+    *,
+    gamma: float,
+    lam: float,
+    correction: str = "dt",
+    eta: float = 1.02,
+    mask=None,
+) -> GPAEOutput:
+    """Generalized Per-Agent Advantage Estimation (GPAE) with trace ``correction``.
+
+    Arrays are time-major: rewards ``[T, B]`` (team reward), values
+    ``[T+1, B, N]`` (per-agent values E^i_t = EQ^i(s_t, a^-i_t); row T bootstraps)
+    or ``[T+1, B]`` (a state value, the same for every agent), dones ``[T, B]``
+    (1 = the episode ended after step t), logp_target / logp_behaviour
+    ``[T, B, N]`` (log-probs of the actions taken under pi and mu), mask
+    ``[T, B, N]`` or None (0 = dead or padded agent: its log-ratio counts as 0).
+
+    Backwards in time, per agent i::
+
+        delta^i_t = r_t + gamma (1 - d_t) E^i_{t+1} - E^i_t
+        A^i_T     = 0
+        A^i_t     = delta^i_t + gamma lam (1 - d_t) c^i_{t+1} A^i_{t+1}
+        v^i_t     = E^i_t + min(1, rho^i_t) A^i_t
+
+    with c^i the trace coefficient of ``correction`` (see ``trace_coefficients``).
+    The trace at t+1 corrects the joint action of step t+1; step t's action needs
+    none because A^i_t conditions on it. A done cuts both the bootstrap and the
+    trace. Reductions: ``none`` is GAE on the per-agent values; lam = 0 gives the
+    one-step counterfactual TD error (COMA); N = 1 with a state value is GAE
+    with Retrace-style traces.
+
+    Returns ``GPAEOutput(advantages, value_targets)``, both float64 ``[T, B, N]``.
+    Raises ValueError naming the argument for any bad input (nothing is
+    broadcast silently).
+    """
+    shapes = validate(
+        rewards, values, dones, logp_target, logp_behaviour,
+        gamma=gamma, lam=lam, correction=correction, eta=eta, mask=mask,
+    )
+    T, B, N = shapes.T, shapes.B, shapes.N
+    r = np.asarray(rewards, np.float64)
+    d = np.asarray(dones, np.float64)
+    E = np.asarray(values, np.float64)
+    if shapes.shared_values:
+        E = np.repeat(E[:, :, None], N, axis=2)
+    log_rho = log_ratios(logp_target, logp_behaviour, mask)
+    c = _trace_coefficients(log_rho, correction, eta)
+    own_clip = np.exp(np.minimum(0.0, log_rho))  # min(1, rho^i_t)
+
+    advantages = np.zeros((T, B, N))
+    next_adv = np.zeros((B, N))  # A^i_T = 0
+    next_c = np.ones((B, N))  # c at T is never used: it multiplies A_T = 0
+    for t in reversed(range(T)):
+        not_done = (1.0 - d[t])[:, None]
+        delta = r[t][:, None] + gamma * not_done * E[t + 1] - E[t]
+        with np.errstate(invalid="ignore"):  # `full` may give inf * 0 where a done cuts
+            carried = np.where(not_done > 0, next_c * next_adv, 0.0)
+        advantages[t] = delta + gamma * lam * carried
+        next_adv, next_c = advantages[t], c[t]
+    value_targets = E[:T] + own_clip * advantages
+    return GPAEOutput(advantages, value_targets)
