@@ -1,0 +1,156 @@
+"""Bad input gets a ValueError that names the argument and says what was expected.
+
+Run against every backend the installed package offers: validation is shared
+(gpae_ref._validate), so each backend must fail the same way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+
+import numpy as np
+import pytest
+
+import gpae_ref
+from gpae_ref import reference
+
+T, B, N = 4, 3, 2
+
+
+def _backends() -> list[str]:
+    names = [b for b in gpae_ref.BACKENDS if b != "auto"]
+    if importlib.util.find_spec("jax") is None and "jax" in names:
+        names.remove("jax")
+    if "cuda" in names and not os.environ.get("NUMBA_ENABLE_CUDASIM"):
+        from numba import cuda
+
+        if not cuda.is_available():
+            names.remove("cuda")
+    return names
+
+
+BACKEND_NAMES = _backends()
+
+
+def good_inputs(dtype=np.float64) -> dict:
+    rng = np.random.default_rng(0)
+    return dict(
+        rewards=rng.normal(size=(T, B)).astype(dtype),
+        values=rng.normal(size=(T + 1, B, N)).astype(dtype),
+        dones=np.zeros((T, B), dtype),
+        logp_target=-rng.uniform(0.1, 2.0, size=(T, B, N)).astype(dtype),
+        logp_behaviour=-rng.uniform(0.1, 2.0, size=(T, B, N)).astype(dtype),
+    )
+
+
+def call(backend: str, **overrides):
+    arrays = good_inputs()
+    scalars = dict(gamma=0.99, lam=0.95, correction="dt", eta=1.02, mask=None)
+    for key, value in overrides.items():
+        (arrays if key in arrays else scalars)[key] = value
+    return gpae_ref.gpae(
+        arrays["rewards"], arrays["values"], arrays["dones"],
+        arrays["logp_target"], arrays["logp_behaviour"], backend=backend, **scalars,
+    )
+
+
+def _with(name: str, index: tuple, value) -> np.ndarray:
+    x = good_inputs()[name].copy()
+    x[index] = value
+    return x
+
+
+BAD_INPUTS = [
+    # (case id, overrides, argument named in the message, a phrase of the expectation)
+    ("rewards-rank", dict(rewards=np.zeros((T, B, N))), "rewards", "[T, B]"),
+    ("rewards-length", dict(rewards=np.zeros((T + 1, B))), "rewards", "[T, B]"),
+    ("dones-shape", dict(dones=np.zeros((T, B + 1))), "dones", "[T, B]"),
+    ("values-not-T+1", dict(values=np.zeros((T, B, N))), "values", "T+1"),
+    ("values-rank", dict(values=np.zeros((T + 1,))), "values", "[T+1, B, N]"),
+    ("values-agents", dict(values=np.zeros((T + 1, B, N + 1))), "values", "[T+1, B, N]"),
+    ("logp-rank", dict(logp_target=np.zeros((T, B)), logp_behaviour=np.zeros((T, B))), "logp_target", "[T, B, N]"),
+    ("logp-shapes-differ", dict(logp_behaviour=np.zeros((T, B, N + 1))), "logp_behaviour", "same shape"),
+    ("mask-shape", dict(mask=np.ones((T, B))), "mask", "[T, B, N]"),
+    ("not-an-array", dict(rewards=[[0.0] * B] * T), "rewards", "numpy.asarray"),
+    ("rewards-nan", dict(rewards=_with("rewards", (1, 1), np.nan)), "rewards", "finite"),
+    ("values-inf", dict(values=_with("values", (T, 0, 1), np.inf)), "values", "finite"),
+    ("dones-nan", dict(dones=_with("dones", (0, 0), np.nan)), "dones", "finite"),
+    ("logp-target-nan", dict(logp_target=_with("logp_target", (0, 0, 0), np.nan)), "logp_target", "finite"),
+    ("logp-behaviour-neginf", dict(logp_behaviour=_with("logp_behaviour", (0, 0, 0), -np.inf)), "logp_behaviour", "finite"),
+    ("logp-target-positive", dict(logp_target=_with("logp_target", (2, 1, 0), 0.3)), "logp_target", "<= 0"),
+    ("logp-behaviour-positive", dict(logp_behaviour=_with("logp_behaviour", (0, 2, 1), 1e-3)), "logp_behaviour", "<= 0"),
+    ("dones-not-binary", dict(dones=_with("dones", (1, 0), 0.5)), "dones", "0/1"),
+    ("mask-not-binary", dict(mask=np.full((T, B, N), 2.0)), "mask", "0/1"),
+    ("gamma-one", dict(gamma=1.0), "gamma", "[0, 1)"),
+    ("gamma-negative", dict(gamma=-0.1), "gamma", "[0, 1)"),
+    ("gamma-not-number", dict(gamma="0.9"), "gamma", "[0, 1)"),
+    ("lam-above-one", dict(lam=1.5), "lam", "[0, 1]"),
+    ("lam-negative", dict(lam=-0.01), "lam", "[0, 1]"),
+    ("eta-zero", dict(eta=0.0), "eta", "> 0"),
+    ("eta-negative", dict(eta=-1.0), "eta", "> 0"),
+    ("eta-inf", dict(eta=float("inf")), "eta", "> 0"),
+    ("correction-unknown", dict(correction="vtrace"), "correction", "'dt'"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+@pytest.mark.parametrize(
+    "overrides, argument, expectation", [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS]
+)
+def test_bad_input_raises_value_error_naming_the_argument(backend, overrides, argument, expectation):
+    with pytest.raises(ValueError) as excinfo:
+        call(backend, **overrides)
+    message = str(excinfo.value)
+    assert message.startswith(argument + " "), message
+    assert expectation in message, message
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_good_input_passes(backend):
+    out = call(backend)
+    assert np.shape(out.advantages) == (T, B, N)
+    assert np.shape(out.value_targets) == (T, B, N)
+
+
+def test_state_value_is_accepted_and_means_the_same_value_for_every_agent():
+    base = good_inputs()
+    state_values = base["values"][:, :, 0]
+    shared = reference.gpae(
+        base["rewards"], state_values, base["dones"], base["logp_target"], base["logp_behaviour"],
+        gamma=0.9, lam=0.8,
+    )
+    tiled = reference.gpae(
+        base["rewards"], np.repeat(state_values[:, :, None], N, axis=2), base["dones"],
+        base["logp_target"], base["logp_behaviour"], gamma=0.9, lam=0.8,
+    )
+    np.testing.assert_array_equal(shared.advantages, tiled.advantages)
+    np.testing.assert_array_equal(shared.value_targets, tiled.value_targets)
+
+
+def test_boolean_dones_and_mask_are_accepted():
+    base = good_inputs()
+    dones = np.zeros((T, B), bool)
+    dones[1, 0] = True
+    as_float = reference.gpae(**{**base, "dones": dones.astype(float)}, gamma=0.9, lam=0.8)
+    as_bool = reference.gpae(**{**base, "dones": dones}, gamma=0.9, lam=0.8,
+                             mask=np.ones((T, B, N), bool))
+    np.testing.assert_array_equal(as_float.advantages, as_bool.advantages)
+
+
+def test_unknown_backend_is_a_value_error():
+    with pytest.raises(ValueError, match=re.escape("backend must be one of")):
+        call("tensorflow")
+
+
+def test_trace_coefficients_validates_its_arguments():
+    base = good_inputs()
+    with pytest.raises(ValueError, match="^correction "):
+        gpae_ref.trace_coefficients(base["logp_target"], base["logp_behaviour"], correction="x")
+    with pytest.raises(ValueError, match="^eta "):
+        gpae_ref.trace_coefficients(base["logp_target"], base["logp_behaviour"], eta=0)
+    with pytest.raises(ValueError, match="^logp_behaviour "):
+        gpae_ref.trace_coefficients(base["logp_target"], base["logp_behaviour"][:, :1])
+    with pytest.raises(ValueError, match="^logp_target "):
+        gpae_ref.trace_coefficients(-base["logp_target"], base["logp_behaviour"])
