@@ -1,0 +1,108 @@
+"""Planted bugs: estimators with one classic mistake each, for tests of ``verify``.
+
+Each has the signature of ``gpae_ref.reference.gpae``; ``verify`` must report a
+failure for every one of them. Written plainly (float64, no validation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _ratios(logp_target, logp_behaviour, mask):
+    l = np.asarray(logp_target, np.float64) - np.asarray(logp_behaviour, np.float64)
+    if mask is not None:
+        l = np.where(np.asarray(mask) > 0, l, 0.0)
+    return l
+
+
+def _log_space_trace(l, correction, eta):
+    joint = l.sum(-1, keepdims=True)
+    if correction == "none":
+        return np.ones_like(l)
+    if correction == "it":
+        return np.exp(np.minimum(0.0, l))
+    if correction == "st":
+        return np.broadcast_to(np.exp(np.minimum(0.0, joint)), l.shape)
+    if correction == "dt":
+        return np.exp(np.minimum(0.0, l + np.minimum(np.log(eta), joint - l)))
+    return np.broadcast_to(np.exp(joint), l.shape)
+
+
+def _linear_space_trace(l, correction, eta):
+    """Bug (d): the others' ratio as a product of ratios in linear space."""
+    rho = np.exp(l)
+    joint = np.prod(rho, axis=-1, keepdims=True)  # over/underflows for many agents
+    with np.errstate(all="ignore"):
+        others = joint / rho
+    if correction == "none":
+        return np.ones_like(l)
+    if correction == "it":
+        return np.minimum(1.0, rho)
+    if correction == "st":
+        return np.broadcast_to(np.minimum(1.0, joint), l.shape)
+    if correction == "dt":
+        return np.minimum(1.0, rho * np.minimum(eta, others))
+    return np.broadcast_to(joint, l.shape)
+
+
+def _estimator(rewards, values, dones, logp_target, logp_behaviour, *, gamma, lam, correction="dt",
+               eta=1.02, mask=None, trace_at_t=False, done_cuts_trace=True, lam_on_delta=False,
+               linear_product=False):
+    r = np.asarray(rewards, np.float64)
+    d = np.asarray(dones, np.float64)
+    l = _ratios(logp_target, logp_behaviour, mask)
+    T, B, N = l.shape
+    E = np.asarray(values, np.float64)
+    if E.ndim == 2:
+        E = np.repeat(E[:, :, None], N, axis=2)
+    c = (_linear_space_trace if linear_product else _log_space_trace)(l, correction, eta)
+    A = np.zeros((T, B, N))
+    nxt = np.zeros((B, N))
+    for t in reversed(range(T)):
+        nd = (1.0 - d[t])[:, None]
+        delta = r[t][:, None] + gamma * nd * E[t + 1] - E[t]
+        c_used = c[t] if trace_at_t else (c[t + 1] if t + 1 < T else np.ones((B, N)))
+        cut = nd if done_cuts_trace else 1.0
+        if lam_on_delta:
+            A[t] = lam * delta + gamma * cut * c_used * nxt
+        else:
+            A[t] = delta + gamma * lam * cut * c_used * nxt
+        nxt = A[t]
+    return A, E[:T] + np.exp(np.minimum(0.0, l)) * A
+
+
+def correct(*args, **kwargs):
+    """No bug: the same recursion as the reference (a control for the planted ones)."""
+    return _estimator(*args, **kwargs)
+
+
+def trace_at_t(*args, **kwargs):
+    """Bug (a): A_t = delta_t + gamma lam c_t A_{t+1} (the trace of step t, not t+1)."""
+    return _estimator(*args, trace_at_t=True, **kwargs)
+
+
+def done_keeps_trace(*args, **kwargs):
+    """Bug (b): a done cuts the bootstrap but not the trace."""
+    return _estimator(*args, done_cuts_trace=False, **kwargs)
+
+
+def lam_on_delta(*args, **kwargs):
+    """Bug (c): A_t = lam delta_t + gamma c_{t+1} A_{t+1} (lam on the TD error, not the trace)."""
+    return _estimator(*args, lam_on_delta=True, **kwargs)
+
+
+def linear_product(*args, **kwargs):
+    """Bug (d): others' ratio rho^-i = prod_j rho^j / rho^i formed in linear space."""
+    return _estimator(*args, linear_product=True, **kwargs)
+
+
+def returns_nan(*args, **kwargs):
+    """Returns NaN everywhere: verify must report it, not crash."""
+    A, v = _estimator(*args, **kwargs)
+    return A * np.nan, v
+
+
+def raises(*args, **kwargs):
+    """Always raises: verify must report it, not crash."""
+    raise RuntimeError("planted failure")
