@@ -629,7 +629,7 @@ def verify(
         raise ValueError(f"checks must be names from {list(CHECKS)}; got unknown {unknown}.")
     if not (atol >= 0 and rtol >= 0):
         raise ValueError(f"atol and rtol must be >= 0; got atol={atol!r}, rtol={rtol!r}.")
-    label = getattr(estimator, "__module__", "?") + ":" + getattr(estimator, "__qualname__", repr(estimator))
+    label = f"{getattr(estimator, '__module__', None) or '?'}:{getattr(estimator, '__qualname__', None) or repr(estimator)}"
     report = VerifyReport(label, int(seed), float(atol), float(rtol))
     with np.errstate(all="ignore"):  # the estimator's own overflow warnings are reported as failures
         for name in names:
