@@ -25,15 +25,9 @@ The core imports without jax; the ``jax`` backend and the learner need the
 from gpae_ref._validate import CORRECTIONS
 from gpae_ref.api import BACKENDS, gpae
 from gpae_ref.reference import GPAEOutput, trace_coefficients
+# Bound after the submodule import, so the name is the function, not the module.
+from gpae_ref.verify import VerifyReport, verify
 
-__all__ = ["BACKENDS", "CORRECTIONS", "GPAEOutput", "gpae", "trace_coefficients", "verify"]
+__all__ = ["BACKENDS", "CORRECTIONS", "GPAEOutput", "gpae", "VerifyReport", "trace_coefficients", "verify"]
 __version__ = "0.1.0"
 
-
-def __getattr__(name):
-    # verify pulls in the oracle (scipy); load it on first use, not at import.
-    if name == "verify":
-        from gpae_ref.verify import verify
-
-        return verify
-    raise AttributeError(f"module 'gpae_ref' has no attribute {name!r}")

@@ -33,8 +33,6 @@ An estimator that raises or returns NaN/inf fails the check it was called in
 
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -640,12 +638,3 @@ def verify(
                                                   f"the check itself raised {type(exc).__name__}: {exc}"))
     return report
 
-
-class _CallableModule(types.ModuleType):
-    """Lets ``gpae_ref.verify(...)`` work after ``import gpae_ref.verify`` made the name a module."""
-
-    def __call__(self, *args, **kwargs) -> Any:
-        return verify(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
