@@ -1,0 +1,232 @@
+"""Numba CPU kernel of GPAE: one fused backward pass, parallel over blocks of environments.
+
+The math is the reference's (``gpae_ref.reference.gpae``, spec sections 3-5)::
+
+    A^i_t = delta^i_t + gamma lam (1 - d_t) c^i_{t+1} A^i_{t+1},   A^i_T = 0
+    v^i_t = E^i_t + min(1, rho^i_t) A^i_t
+
+Layout and why: arrays are time-major ``[T, B, N]`` in C order, so at one step
+``t`` a block of environments ``b0:b1`` is one contiguous run of ``(b1-b0)*N``
+numbers. Each parallel task owns such a block and walks time backwards; per
+step it (1) forms the log-ratios, their per-environment sum (the joint
+log-ratio; the others' log-ratio is that sum minus the own) and the exponent of
+the trace coefficient, written to small per-block scratch rows, then (2) runs
+one flat, vectorisable loop over the contiguous run for the exps and the
+recursion. A loop over one agent's column (stride N) is several times slower
+because it cannot use SIMD. The only ``[T, B, N]`` arrays are the outputs;
+scratch is a few rows of one block.
+
+``exp`` dominates the arithmetic and there is no vectorised libm here (no
+SVML), so float32 uses ``_exp_nonpos_f32``, a branch-free Cephes-style expf
+that LLVM vectorises. It is used only where the argument is <= 0 (every
+truncated coefficient and min(1, rho^i)); ``full`` (untruncated, may overflow
+by design) and all of float64 use ``math.exp``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+
+from gpae_ref.kernels._common import CORRECTION_CODES, compute_dtype
+from gpae_ref.reference import GPAEOutput
+
+_DT_SMALL_ETA = 5  # dt with eta < 1: needs a second exp per element (see _gpae_blocks)
+
+#: Target size of one block's contiguous run at one step, in elements: the
+#: per-block scratch (about eight such rows) then stays in L2.
+_BLOCK_ELEMENTS = 2048
+
+# Bound of _exp_nonpos_f32, checked in tests/test_backends.py against float64 exp:
+# relative error <= EXP_F32_MAX_ULP units in the last place for x in [_EXP_F32_MIN_X, 0];
+# for x < _EXP_F32_MIN_X it returns 0 (absolute error < 1.2e-38: denormals are dropped).
+EXP_F32_MAX_ULP = 2
+_EXP_F32_MIN_X = -87.33  # exp(-87.33) ~ 1.2e-38, just above the smallest normal float32
+
+
+def _exp_nonpos(x):
+    """exp(x) for x <= 0: float32 vectorisable (error: the module constants), float64 math.exp."""
+    return math.exp(x)  # the Python fallback; Numba compiles the overload below
+
+
+@intrinsic
+def _f32_from_bits(typingctx, bits):
+    """Reinterpret the low 32 bits of an integer as a float32 (a bitcast, vectorisable)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        (value,) = args
+        if value.type.width > 32:
+            value = builder.trunc(value, ir.IntType(32))
+        return builder.bitcast(value, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@overload(_exp_nonpos)
+def _exp_nonpos_impl(x):
+    if x == types.float64:
+        return lambda x: math.exp(x)
+    if x != types.float32:
+        return None
+    f = np.float32
+    log2e, ln2_hi, ln2_lo = f(1.44269504088896341), f(0.693359375), f(-2.12194440e-4)
+    p0, p1, p2 = f(1.9875691500e-4), f(1.3981999507e-3), f(8.3334519073e-3)
+    p3, p4, p5 = f(4.1665795894e-2), f(1.6666665459e-1), f(5.0000001201e-1)
+    lo, half, one, zero = f(_EXP_F32_MIN_X), f(0.5), f(1.0), f(0.0)
+
+    def impl(x):
+        xc = max(x, lo)
+        # Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, then e^r by Cephes' polynomial.
+        n = np.floor(xc * log2e + half)  # a float: math.floor would give int64 and promote to float64
+        r = xc - n * ln2_hi - n * ln2_lo
+        y = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
+        y = y * r * r + r + one
+        scale = _f32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))  # 2^n
+        return y * scale if x >= lo else zero
+
+    return impl
+
+
+@njit(parallel=True, cache=True)
+def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
+                 zero, one, gamma, gamma_lam, eta, log_eta, envs_per_block, adv, vt):
+    """Fill ``adv`` and ``vt`` ([T, B*N], flattened) in place; see the module docstring.
+
+    ``values`` is [T+1, B*N] or, when ``shared``, [T+1, B]; ``mask`` is [T, B*N]
+    (ignored unless ``has_mask``); ``code`` is CORRECTION_CODES[correction], or
+    _DT_SMALL_ETA for dt with eta < 1. Scalars come in the compute dtype so no
+    float64 literal promotes the float32 path.
+
+    Trace coefficients use one exp per element (w = min(1, rho^i), needed for
+    the value target anyway) plus one per environment (of the joint log-ratio):
+    st = min(1, rho); full = rho; it = w; and, because
+    rho^i min(eta, rho^-i) = min(eta rho^i, rho),
+    dt = min(1, eta rho^i, rho) = min(eta w, min(1, rho)) when eta >= 1
+    (for eta < 1, eta rho^i can be < 1 with rho^i > 1: one more exp).
+    """
+    T, BN = lt.shape
+    B = rewards.shape[1]
+    N = BN // B
+    n_blocks = (B + envs_per_block - 1) // envs_per_block
+    for blk in prange(n_blocks):
+        b0 = blk * envs_per_block
+        nb = min(B, b0 + envs_per_block) - b0
+        m = nb * N
+        j0 = b0 * N
+        dt = adv.dtype
+        l = np.empty(m, dt)  # own log-ratio l^i_t
+        w = np.empty(m, dt)  # min(1, rho^i_t)
+        c = np.empty(m, dt)  # trace coefficient c^i_t
+        pj = np.empty(m, dt)  # per environment: min(1, rho_t) (or rho_t for full)
+        nd = np.empty(m, dt)  # per environment: 1 - d_t
+        rw = np.empty(m, dt)  # per environment: r_t
+        e_cur = np.empty(m, dt)  # E_t
+        e_next = np.empty(m, dt)  # E_{t+1}
+        a_next = np.zeros(m, dt)  # A_{t+1}; A_T = 0
+        c_next = np.ones(m, dt)  # c_{t+1}; unused at T (it multiplies A_T = 0)
+        for j in range(m):
+            e_next[j] = values[T, b0 + j // N] if shared else values[T, j0 + j]
+        for t in range(T - 1, -1, -1):
+            # (1) per environment: log-ratios, their sum, and per-environment broadcasts.
+            for e in range(nb):
+                joint = zero
+                for i in range(N):
+                    li = lt[t, j0 + e * N + i] - lb[t, j0 + e * N + i]
+                    if has_mask and mask[t, j0 + e * N + i] == 0:
+                        li = zero  # a dead or masked agent has ratio 1
+                    l[e * N + i] = li
+                    joint += li
+                ndv = zero if dones[t, b0 + e] != 0 else one
+                rwv = rewards[t, b0 + e]
+                if code == 4:
+                    pv = math.exp(joint)  # full: untruncated, may overflow to inf by design
+                elif code >= 2:
+                    pv = _exp_nonpos(min(zero, joint))
+                else:
+                    pv = one
+                for i in range(N):
+                    pj[e * N + i] = pv
+                    nd[e * N + i] = ndv
+                    rw[e * N + i] = rwv
+                if shared:
+                    ev = values[t, b0 + e]
+                    for i in range(N):
+                        e_cur[e * N + i] = ev
+            # (2) flat over the contiguous run (vectorised): exps, coefficients, recursion.
+            if not shared:
+                for j in range(m):
+                    e_cur[j] = values[t, j0 + j]
+            for j in range(m):
+                w[j] = _exp_nonpos(min(zero, l[j]))
+            if code == 0:
+                for j in range(m):
+                    c[j] = one
+            elif code == 1:
+                for j in range(m):
+                    c[j] = w[j]
+            elif code == 2 or code == 4:
+                for j in range(m):
+                    c[j] = pj[j]
+            elif code == 3:
+                for j in range(m):
+                    c[j] = min(eta * w[j], pj[j])
+            else:
+                for j in range(m):
+                    c[j] = min(_exp_nonpos(min(zero, l[j] + log_eta)), pj[j])
+            for j in range(m):
+                delta = rw[j] + gamma * nd[j] * e_next[j] - e_cur[j]
+                carried = c_next[j] * a_next[j]
+                carried = carried if nd[j] > zero else zero  # a done cuts; inf*0 never leaks
+                a = delta + gamma_lam * carried
+                adv[t, j0 + j] = a
+                vt[t, j0 + j] = e_cur[j] + w[j] * a
+                a_next[j] = a
+            c, c_next = c_next, c
+            e_cur, e_next = e_next, e_cur
+
+
+def envs_per_block(B: int, N: int, threads: int) -> int:
+    """Environments per parallel task: about _BLOCK_ELEMENTS per step, >= 2 tasks per thread."""
+    per = max(1, _BLOCK_ELEMENTS // N)
+    fair = max(1, -(-B // (2 * threads)))  # ceil(B / (2 threads))
+    return min(per, fair)
+
+
+def gpae_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: float, lam: float,
+               correction: str = "dt", eta: float = 1.02, mask=None) -> GPAEOutput:
+    """GPAE on the CPU with Numba; the contract of ``gpae_ref.reference.gpae``, no validation.
+
+    Call it through ``gpae_ref.gpae(..., backend="numba")``, which validates
+    first. Computes and returns in ``compute_dtype(logp_target)`` (float32 or
+    float64); other inputs are converted to it (a copy only when their dtype
+    differs or they are not C-contiguous). ``dones`` and ``mask`` are read in
+    their own dtype (0 / nonzero).
+    """
+    import numba
+
+    dt = compute_dtype(logp_target)
+    lt = np.ascontiguousarray(logp_target, dt)
+    T, B, N = lt.shape
+    lb = np.ascontiguousarray(logp_behaviour, dt).reshape(T, B * N)
+    r = np.ascontiguousarray(rewards, dt)
+    v = np.ascontiguousarray(values, dt)
+    shared = v.ndim == 2
+    v = v if shared else v.reshape(T + 1, B * N)
+    d = np.ascontiguousarray(dones)
+    has_mask = mask is not None
+    m = np.ascontiguousarray(mask).reshape(T, B * N) if has_mask else np.ones((1, 1), np.bool_)
+    adv = np.empty((T, B * N), dt)
+    vt = np.empty((T, B * N), dt)
+    f = dt.type
+    code = CORRECTION_CODES[correction]
+    code = _DT_SMALL_ETA if code == 3 and eta < 1.0 else code
+    _gpae_blocks(r, v, d, lt.reshape(T, B * N), lb, m, has_mask, shared, code,
+                 f(0), f(1), f(gamma), f(gamma) * f(lam), f(eta), f(math.log(eta)),
+                 envs_per_block(B, N, numba.get_num_threads()), adv, vt)
+    return GPAEOutput(adv.reshape(T, B, N), vt.reshape(T, B, N))
