@@ -81,13 +81,17 @@ def _gpae_kernel(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
 
 
 def launch_config(n_sequences: int) -> tuple[int, int]:
-    """(blocks, threads per block) for ``n_sequences`` threads' worth of work."""
-    blocks = -(-n_sequences // THREADS_PER_BLOCK)
+    """(blocks, threads per block) for ``n_sequences`` threads' worth of work.
+
+    Small problems get one block of whole warps (no idle blocks of 128).
+    """
+    threads = min(THREADS_PER_BLOCK, 32 * -(-n_sequences // 32))
+    blocks = -(-n_sequences // threads)
     try:
         sms = cuda.get_current_device().MULTIPROCESSOR_COUNT
     except Exception:  # the simulator's fake device has no attributes
         sms = 1
-    return max(1, min(blocks, _BLOCKS_PER_SM * sms)), THREADS_PER_BLOCK
+    return max(1, min(blocks, _BLOCKS_PER_SM * sms)), threads
 
 
 def _to_device(x, dtype=None):
