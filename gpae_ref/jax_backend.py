@@ -8,7 +8,6 @@ in JAX. Importing it needs jax; the rest of the package does not.
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import jax
@@ -28,13 +27,15 @@ def trace_coefficients_jax(log_rho, *, correction: str, eta: float):
         return jnp.broadcast_to(jnp.exp(jnp.minimum(0.0, joint)), log_rho.shape)
     if correction == "dt":
         others = joint - log_rho
-        return jnp.exp(jnp.minimum(0.0, log_rho + jnp.minimum(math.log(eta), others)))
+        return jnp.exp(jnp.minimum(0.0, log_rho + jnp.minimum(jnp.log(eta), others)))
     if correction == "full":
         return jnp.broadcast_to(jnp.exp(joint), log_rho.shape)
     raise ValueError(f"correction must be one of none, it, st, dt, full; got {correction!r}.")
 
 
-@partial(jax.jit, static_argnames=("gamma", "lam", "correction", "eta"))
+# Only the correction is static: gamma, lam and eta are traced scalars, so a new
+# value does not recompile (a sweep or verify() calls with many of them).
+@partial(jax.jit, static_argnames=("correction",))
 def gpae_jax(
     rewards,
     values,
