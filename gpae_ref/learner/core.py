@@ -214,6 +214,8 @@ def make_train(config: LearnerConfig) -> Trainer:
             reset=push(buf.reset, reset), reward=push(buf.reward, out.reward * config.reward_scale),
             done=push(buf.done, out.done.astype(jnp.float32)),
             h_actor=push(buf.h_actor, state.h_actor), h_critic=push(buf.h_critic, state.h_critic),
+            # placeholders for the newest rollout, set below from the recomputed pi_k
+            logp_mu=push(buf.logp_mu, buf.logp_mu[-1]), probs_mu=push(buf.probs_mu, buf.probs_mu[-1]),
         )
         # Current policy on all kept data, each rollout from its own stored GRU state.
         _, logits = actor_net.apply(state.actor.params, buf.h_actor, _swap(buf.obs), _swap(buf.reset),
@@ -291,7 +293,7 @@ def make_train(config: LearnerConfig) -> Trainer:
         upd_c, opt_c = tx_critic.update(g_c, critic.opt_state, critic.params)
         actor = NetState(optax.apply_updates(actor.params, upd_a), opt_a)
         critic = NetState(optax.apply_updates(critic.params, upd_c), opt_c)
-        stats = jnp.stack([a_loss, v_loss, ent, kl, cf, optax.global_norm(g_a), optax.global_norm(g_c)])
+        stats = jnp.stack([a_loss, v_loss, ent, kl, cf, optax.tree.norm(g_a), optax.tree.norm(g_c)])
         return (actor, critic), stats
 
     def split_minibatches(prepared: _Prepared, key):

@@ -67,12 +67,35 @@ class SmaxEnv:
     def _observe(self, obs: dict, log_state) -> EnvObs:
         n = self.spec.num_agents
         ws = jnp.broadcast_to(obs["world_state"], (n, obs["world_state"].shape[-1]))
-        avail = self.base.get_avail_actions(log_state.env_state)
         return EnvObs(
             obs=jnp.stack([obs[a] for a in self.agents]),
             world_state=jnp.concatenate([ws, jnp.eye(n, dtype=ws.dtype)], axis=-1),
-            avail=jnp.stack([avail[a] for a in self.agents]).astype(jnp.float32),
+            avail=self.avail_actions(log_state),
         )
+
+    def avail_actions(self, log_state) -> jax.Array:
+        """Allies' available actions ``[N, A]`` (float 0/1), as jaxmarl's ``get_avail_actions``.
+
+        Same rule, vectorised: stop (action 4) always; the 4 moves if alive; attack
+        enemy j (action 5 + j) if both alive and j is within the ally's attack range.
+        jaxmarl's version (a vmap over per-agent jitted functions) made the whole
+        environment step 1.7x slower on CPU; ``tests/test_learner.py`` checks equality.
+        """
+        smax = self.base._env
+        s = log_state.env_state.state
+        na, moves = smax.num_allies, smax.num_movement_actions
+        alive, pos = s.unit_alive, s.unit_positions
+        dist = jnp.linalg.norm(pos[:na, None, :] - pos[None, na:, :], axis=-1)  # [allies, enemies]
+        reach = smax.unit_type_attack_ranges[s.unit_types[:na]][:, None]
+        shoot = (dist < reach) & alive[None, na:] & alive[:na, None]
+        move = jnp.broadcast_to(alive[:na, None], (na, moves - 1))
+        stop = jnp.ones((na, 1), bool)
+        return jnp.concatenate([move, stop, shoot], axis=-1).astype(jnp.float32)
+
+    def reference_avail_actions(self, log_state) -> jax.Array:
+        """jaxmarl's own mask ``[N, A]`` (for tests)."""
+        avail = self.base.get_avail_actions(log_state.env_state)
+        return jnp.stack([avail[a] for a in self.agents]).astype(jnp.float32)
 
     def _reset_one(self, key):
         obs, state = self.env.reset(key)
