@@ -1,0 +1,650 @@
+"""Named, versioned SMAX experiments: S seeds as one vmapped program, resumable, one CSV per seed.
+
+    python -m gpae_ref.experiments --list
+    python -m gpae_ref.experiments pilot                 # --scale local (default): this CPU machine
+    python -m gpae_ref.experiments main --scale paper    # the paper's 1e7 steps, 5 seeds (a GPU machine)
+    python -m gpae_ref.experiments report                # docs/results.md tables + docs/figures/*.png
+
+Layout (``<exp>`` is the experiment name at ``--scale local``, ``<name>-<scale>`` otherwise)::
+
+    results/<exp>/<variant>/run.json           config, seeds, experiment version, machine
+    results/<exp>/<variant>/seed<k>.csv        one row per update (the learner's logbook columns)
+    results/<exp>/<variant>/ckpt/state.safetensors   vmapped LearnerState (large: keep out of git)
+    docs/figures/<exp>.png
+
+A finished variant is skipped (nothing is compiled or trained); a partial one
+resumes from its checkpoint, dropping CSV rows written after it, so a long
+experiment can run in several sittings. Each seed ``k`` starts from
+``jax.random.PRNGKey(k)``, as ``python -m gpae_ref.train --seed k`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+SCALES = ("tiny", "local", "paper")
+PAPER_STEPS = 10_000_000
+PAPER_SEEDS = (0, 1, 2, 3, 4)
+CKPT_DIR = "ckpt"
+CKPT_FILE = "state.safetensors"
+
+
+# ----------------------------------------------------------------- definitions
+@dataclass(frozen=True)
+class Variant:
+    """One learner setting of an experiment: a name and ``LearnerConfig`` overrides."""
+
+    name: str
+    overrides: tuple[tuple[str, Any], ...]
+    paper: float | None = None
+    """The paper's final win rate (%) for this variant where it has one (second-hand, see docs)."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Budget of an experiment at one scale."""
+
+    total_steps: int
+    seeds: tuple[int, ...]
+    base: tuple[tuple[str, Any], ...] = ()
+    """``LearnerConfig`` overrides for every variant at this scale (e.g. fewer envs on a CPU)."""
+    evals: int = 20
+    """Greedy evaluations per run (evenly spaced in updates; each is also a checkpoint)."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named, versioned comparison. Bump ``version`` whenever a definition changes results."""
+
+    name: str
+    version: int
+    question: str
+    variants: tuple[Variant, ...]
+    scales: tuple[tuple[str, Scale], ...]
+    base: tuple[tuple[str, Any], ...] = ()
+    """``LearnerConfig`` overrides shared by all variants (e.g. the map)."""
+
+    def scale(self, name: str) -> Scale:
+        """The budget at scale ``name``; ValueError naming ``scale`` if undefined."""
+        table = dict(self.scales)
+        if name not in table:
+            raise ValueError(f"scale: {name!r} is not defined for experiment {self.name!r}; "
+                             f"defined: {', '.join(table)}.")
+        return table[name]
+
+
+def _v(name: str, paper: float | None = None, **overrides) -> Variant:
+    return Variant(name, tuple(sorted(overrides.items())), paper)
+
+
+# A CPU-sized learner: the authors' network and epochs, fewer envs per update so that
+# a 2-core machine gets many updates into a budget of ~1e6 steps.
+LOCAL_BASE = (("num_envs", 32), ("num_steps", 64), ("hidden_size", 64), ("eval_envs", 64))
+# Tests: seconds per run.
+TINY = Scale(total_steps=4 * 4 * 8, seeds=(0, 1),
+             base=(("num_envs", 4), ("num_steps", 8), ("hidden_size", 8), ("num_layers", 1),
+                   ("eval_envs", 2), ("update_epochs", 1)),
+             evals=2)
+PAPER = Scale(total_steps=PAPER_STEPS, seeds=PAPER_SEEDS, evals=40)
+LOCAL_SEEDS = (0, 1, 2)
+REUSE_K = 2  # "GPAE with reuse" in main/ablation/eta: chosen before the reuse sweep (see docs/results.md)
+
+
+def _scales(local_steps: int, local_seeds=LOCAL_SEEDS, paper: Scale = PAPER):
+    return (("tiny", TINY), ("local", Scale(local_steps, tuple(local_seeds), LOCAL_BASE, evals=16)),
+            ("paper", paper))
+
+
+def _pilot() -> Experiment:
+    maps = ("2s3z", "3s5z", "5m_vs_6m")
+    return Experiment(
+        name="pilot", version=1,
+        question="Which map and budget make MAPPO learn without saturating on this machine?",
+        variants=tuple(_v(f"{m}-gae", scenario=m, advantage="gae") for m in maps),
+        scales=_scales(150_000),
+    )
+
+
+def _main() -> Experiment:
+    return Experiment(
+        name="main", version=1,
+        question="MAPPO (GAE) vs COMA vs GPAE on-policy vs GPAE with reuse.",
+        base=(("scenario", "2s3z"),),
+        variants=(_v("mappo", advantage="gae"), _v("coma", advantage="coma"),
+                  _v("gpae-K1", advantage="gpae", reuse=1),
+                  _v(f"gpae-K{REUSE_K}", advantage="gpae", reuse=REUSE_K)),
+        scales=_scales(600_000),
+    )
+
+
+def _ablation() -> Experiment:
+    return Experiment(
+        name="ablation", version=1,
+        question=f"Trace corrections with reuse K={REUSE_K} (on-policy every trace is 1).",
+        base=(("scenario", "2s3z"), ("advantage", "gpae"), ("reuse", REUSE_K)),
+        variants=(_v("dt", correction="dt"), _v("st", correction="st"),
+                  _v("it", correction="it"), _v("none", correction="none")),
+        scales=_scales(600_000),
+    )
+
+
+def _eta() -> Experiment:
+    return Experiment(
+        name="eta", version=1,
+        question=f"DT-ISR cap eta on the others' ratio, reuse K={REUSE_K}.",
+        base=(("scenario", "2s3z"), ("advantage", "gpae"), ("correction", "dt"), ("reuse", REUSE_K)),
+        variants=tuple(_v(f"eta{e}", eta=e) for e in (1.0, 1.02, 1.05, 1.1, 1.15)),
+        scales=_scales(600_000),
+    )
+
+
+def _reuse() -> Experiment:
+    return Experiment(
+        name="reuse", version=1,
+        question="Data reuse K in {1, 2, 4}: GPAE (dt) vs MAPPO with the same reuse.",
+        base=(("scenario", "2s3z"),),
+        variants=tuple(_v(f"{a}-K{k}", advantage=a, reuse=k) for a in ("gae", "gpae") for k in (1, 2, 4)),
+        scales=_scales(600_000),
+    )
+
+
+def _hard() -> Experiment:
+    # The paper's headline map at the paper's budget; 2 seeds even "locally" (many CPU hours).
+    hard = Scale(PAPER_STEPS, (0, 1), evals=40)
+    return Experiment(
+        name="hard", version=1,
+        question="5m_vs_6m at 1e7 steps: MAPPO vs GPAE with reuse.",
+        base=(("scenario", "5m_vs_6m"),),
+        variants=(_v("mappo", paper=3.1, advantage="gae"),
+                  _v(f"gpae-K{REUSE_K}", paper=93.7, advantage="gpae", reuse=REUSE_K)),
+        scales=(("tiny", TINY), ("local", hard), ("paper", PAPER)),
+    )
+
+
+def experiments() -> dict[str, Experiment]:
+    """All defined experiments by name (built fresh: no module-level mutable state)."""
+    return {e.name: e for e in (_pilot(), _main(), _ablation(), _eta(), _reuse(), _hard())}
+
+
+def get_experiment(name: str) -> Experiment:
+    """The experiment called ``name``; ValueError naming ``experiment`` if unknown."""
+    table = experiments()
+    if name not in table:
+        raise ValueError(f"experiment: unknown {name!r}; defined: {', '.join(table)}.")
+    return table[name]
+
+
+def variant_config(exp: Experiment, scale_name: str, variant: Variant):
+    """The ``LearnerConfig`` of one variant at one scale (seed left at its default; seeds are vmapped)."""
+    from gpae_ref.learner.config import LearnerConfig
+
+    scale = exp.scale(scale_name)
+    fields = dict(exp.base)
+    fields.update(scale.base)
+    fields.update(variant.overrides)
+    fields["total_steps"] = scale.total_steps
+    return LearnerConfig(**fields)
+
+
+def exp_dirname(exp: Experiment, scale_name: str) -> str:
+    """``<name>`` at the local scale, ``<name>-<scale>`` at the others (their results never mix)."""
+    if scale_name not in SCALES:
+        raise ValueError(f"scale: unknown {scale_name!r}; known: {', '.join(SCALES)}.")
+    return exp.name if scale_name == "local" else f"{exp.name}-{scale_name}"
+
+
+def eval_every(config, scale: Scale) -> int:
+    """Updates between evaluations/checkpoints: ``num_updates / evals``, at least 1."""
+    return max(1, config.num_updates // scale.evals)
+
+
+# ---------------------------------------------------------------- bookkeeping
+def seed_csv(vdir: Path, seed: int) -> Path:
+    return vdir / f"seed{seed}.csv"
+
+
+def last_update(csv_path: Path) -> int:
+    """Highest ``update`` in a seed CSV (0 if absent or empty)."""
+    from gpae_ref.learner.logbook import read_rows
+
+    rows = read_rows(csv_path)
+    return max((int(r["update"]) for r in rows), default=0)
+
+
+def is_finished(vdir: Path, seeds, num_updates: int) -> bool:
+    """Every seed's CSV reaches the last update."""
+    return all(last_update(seed_csv(vdir, s)) >= num_updates for s in seeds)
+
+
+def machine_info() -> dict:
+    """What the results were measured on (recorded in run.json, shown in the docs)."""
+    import jax
+
+    try:
+        from importlib.metadata import version
+
+        jaxmarl_version = version("jaxmarl")
+    except Exception:  # noqa: BLE001 - metadata missing is not fatal for a record
+        jaxmarl_version = "unknown"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "device": str(jax.devices()[0]), "jax": jax.__version__,
+            "jaxmarl": jaxmarl_version, "python": platform.python_version()}
+
+
+def _run_record(exp: Experiment, scale_name: str, variant: Variant, config, seeds) -> dict:
+    return {"experiment": exp.name, "version": exp.version, "scale": scale_name, "variant": variant.name,
+            "seeds": list(seeds), "config": config.to_dict()}
+
+
+def _check_record(path: Path, record: dict) -> None:
+    """A variant folder belongs to one definition: refuse to mix results of a changed one."""
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    keys = ("experiment", "version", "scale", "variant", "seeds", "config")
+    if any(old.get(k) != record[k] for k in keys):
+        raise ValueError(f"experiment: {path.parent} holds results of a different definition "
+                         f"(version {old.get('version')} vs {record['version']}); move it away or "
+                         f"bump the experiment's version.")
+
+
+# -------------------------------------------------------------------- running
+@dataclass(frozen=True)
+class VariantOutcome:
+    """What ``run_variant`` did."""
+
+    variant: str
+    status: str  # "done" (already finished: nothing run), "finished", "stopped"
+    updates: int
+    num_updates: int
+    wall_s: float
+
+
+def make_vmapped(trainer) -> tuple[Callable, Callable, Callable]:
+    """(init, run, evaluate) of ``trainer`` vmapped over a leading seed axis and jitted.
+
+    ``run(states, n)`` is ``n`` updates per seed, ``n`` static (one compile per distinct n).
+    """
+    import jax
+
+    init = jax.jit(lambda keys: strong_types(jax.vmap(trainer.init_fn)(keys)))
+    run = jax.jit(lambda s, n: jax.vmap(lambda x: trainer.scan_updates(x, n))(s), static_argnums=1)
+    evaluate = jax.jit(jax.vmap(trainer.evaluate_fn))
+    return init, run, evaluate
+
+
+def strong_types(tree):
+    """Drop weak types from every leaf.
+
+    jaxmarl's reset returns a weakly typed int leaf (the heuristic enemy's
+    ``last_attacked_enemy``) that a step makes strong; without this the second
+    chunk of every on-policy run would compile the whole update again.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=x.dtype), tree)
+
+
+def seed_keys(seeds):
+    """``[S, 2]`` keys, row k = ``jax.random.PRNGKey(seeds[k])`` (same as ``train.py --seed``)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+
+
+def _seed_slice(tree, i: int):
+    import jax
+
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, *,
+                max_chunks: int | None = None, cache: dict | None = None,
+                log: Callable[[str], None] = print) -> VariantOutcome:
+    """Train all seeds of one variant as one vmapped program, resuming from its checkpoint.
+
+    ``max_chunks`` stops after that many evaluation chunks (a checkpoint is written
+    after each), as an interruption would; the next call resumes. ``cache`` (a dict
+    the caller owns) keeps the compiled functions per config between calls, so a
+    resume in the same process does not compile again.
+    """
+    import jax
+    import numpy as np
+
+    from gpae_ref.learner import logbook
+    from gpae_ref.learner.checkpoint import load_checkpoint, save_checkpoint
+    from gpae_ref.learner.core import make_train
+
+    scale = exp.scale(scale_name)
+    config = variant_config(exp, scale_name, variant)
+    seeds = scale.seeds
+    vdir = Path(root) / exp_dirname(exp, scale_name) / variant.name
+    total = config.num_updates
+    ckpt = vdir / CKPT_DIR / CKPT_FILE
+    record = _run_record(exp, scale_name, variant, config, seeds)
+    _check_record(vdir / "run.json", record)
+    if is_finished(vdir, seeds, total):
+        wall = _final_wall(vdir, seeds)
+        log(f"{exp.name}/{variant.name} ({scale_name}): done ({total} updates x {len(seeds)} seeds); skipping.")
+        return VariantOutcome(variant.name, "done", total, total, wall)
+
+    vdir.mkdir(parents=True, exist_ok=True)
+    (vdir / CKPT_DIR).mkdir(exist_ok=True)
+    (vdir / "run.json").write_text(json.dumps({**record, "machine": machine_info()}, indent=1) + "\n")
+    cache = {} if cache is None else cache
+    if config not in cache:
+        trainer = make_train(config)
+        cache[config] = (trainer, *make_vmapped(trainer))
+    trainer, init, run, evaluate = cache[config]
+    keys = seed_keys(seeds)
+    wall0 = 0.0
+    if ckpt.exists():
+        template = jax.eval_shape(init, keys)
+        state, meta = load_checkpoint(ckpt, template)
+        wall0 = float(meta.get("wall_s", 0.0))
+        u = int(np.asarray(state.update)[0])
+        for s in seeds:  # rows written after the checkpoint would be duplicated by the rerun
+            logbook.truncate_rows(seed_csv(vdir, s), u)
+        log(f"{exp.name}/{variant.name}: resuming at update {u}/{total}.")
+    else:
+        for s in seeds:  # rows without a checkpoint cannot be continued: start over
+            seed_csv(vdir, s).unlink(missing_ok=True)
+        state, u = init(keys), 0
+    every = eval_every(config, scale)
+    log(f"{exp.name}/{variant.name} ({scale_name}): {config.scenario} {total} updates x "
+        f"{config.steps_per_update} env steps x {len(seeds)} seeds, eval every {every}.")
+    t_start = time.perf_counter()
+    chunks = 0
+    while u < total and (max_chunks is None or chunks < max_chunks):
+        n = min(every - u % every, total - u)
+        t0 = time.perf_counter()
+        state, metrics = run(state, n)
+        ev = jax.device_get(evaluate(state))
+        metrics = jax.device_get(metrics)
+        u += n
+        wall = wall0 + time.perf_counter() - t_start
+        for i, s in enumerate(seeds):
+            rows = logbook.metric_rows(_seed_slice(metrics, i), wall, _seed_slice(ev, i))
+            logbook.append_rows(seed_csv(vdir, s), rows)
+        # The checkpoint comes after the rows: a crash in between leaves extra rows, dropped on resume.
+        save_checkpoint(ckpt, state, {"update": u, "wall_s": wall, "record": record})
+        chunks += 1
+        steps = int(np.asarray(state.env_steps)[0])
+        log(f"  update {u}/{total}  env steps {steps:,}  greedy win "
+            f"{' '.join(f'{w:.2f}' for w in np.asarray(ev.win_rate))}  "
+            f"({time.perf_counter() - t0:.1f} s chunk, {wall:,.0f} s total)")
+    wall = wall0 + time.perf_counter() - t_start
+    status = "finished" if u >= total else "stopped"
+    return VariantOutcome(variant.name, status, u, total, wall)
+
+
+def _final_wall(vdir: Path, seeds) -> float:
+    from gpae_ref.learner.logbook import read_rows
+
+    rows = read_rows(seed_csv(vdir, seeds[0]))
+    return float(rows[-1]["wall_s"]) if rows else 0.0
+
+
+def select_variants(exp: Experiment, names: str | None) -> tuple[Variant, ...]:
+    """Variants named in a comma list (all if ``names`` is None); ValueError naming ``variants``."""
+    if not names:
+        return exp.variants
+    table = {v.name: v for v in exp.variants}
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in table]
+    if unknown:
+        raise ValueError(f"variants: unknown {unknown} for {exp.name!r}; defined: {', '.join(table)}.")
+    return tuple(table[n] for n in wanted)
+
+
+def run_experiment(name: str, scale_name: str = "local", root="results", *, variants: str | None = None,
+                   max_chunks: int | None = None, cache: dict | None = None,
+                   log: Callable[[str], None] = print) -> list[VariantOutcome]:
+    """Run (or resume, or skip) every variant of experiment ``name`` at ``scale_name``."""
+    exp = get_experiment(name)
+    exp.scale(scale_name)
+    if scale_name not in SCALES:
+        raise ValueError(f"scale: unknown {scale_name!r}; known: {', '.join(SCALES)}.")
+    return [run_variant(exp, scale_name, v, Path(root), max_chunks=max_chunks, cache=cache, log=log)
+            for v in select_variants(exp, variants)]
+
+
+# ------------------------------------------------------------------ analysis
+@dataclass(frozen=True)
+class Curve:
+    """Greedy win rate of one variant's seeds at its evaluation points."""
+
+    variant: str
+    steps: Any  # [P] env steps (of seed 0; identical across seeds)
+    win: Any  # [S, P] win rate per seed
+    wall_s: float
+    updates: int
+    num_updates: int
+
+
+def load_curve(vdir: Path, seeds, num_updates: int) -> Curve | None:
+    """Read the evaluation rows of every seed CSV; None if nothing is there yet."""
+    import numpy as np
+
+    from gpae_ref.learner.logbook import read_rows
+
+    per_seed = []
+    for s in seeds:
+        rows = [r for r in read_rows(seed_csv(vdir, s)) if r["eval_win_rate"] not in ("", None)]
+        per_seed.append(rows)
+    p = min((len(r) for r in per_seed), default=0)
+    if p == 0:
+        return None
+    steps = np.array([float(r["env_steps"]) for r in per_seed[0][:p]])
+    win = np.array([[float(r["eval_win_rate"]) for r in rows[:p]] for rows in per_seed])
+    updates = int(per_seed[0][p - 1]["update"])
+    return Curve(vdir.name, steps, win, float(per_seed[0][p - 1]["wall_s"]), updates, num_updates)
+
+
+def steps_to(curve: Curve, level: float) -> float | None:
+    """First env steps at which the seed-mean greedy win rate reaches ``level`` (None if never)."""
+    import numpy as np
+
+    mean = curve.win.mean(0)
+    hit = np.nonzero(mean >= level)[0]
+    return float(curve.steps[hit[0]]) if hit.size else None
+
+
+def experiment_curves(exp: Experiment, scale_name: str, root) -> list[tuple[Variant, Any, Curve | None]]:
+    out = []
+    for v in exp.variants:
+        cfg = variant_config(exp, scale_name, v)
+        vdir = Path(root) / exp_dirname(exp, scale_name) / v.name
+        out.append((v, cfg, load_curve(vdir, exp.scale(scale_name).seeds, cfg.num_updates)))
+    return out
+
+
+def plot_experiment(exp: Experiment, scale_name: str, root, png_path: Path) -> bool:
+    """Mean and min-max band of greedy win rate vs env steps, one panel per map; False if no data."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never a display
+    import matplotlib.pyplot as plt
+
+    curves = [(v, c, cur) for v, c, cur in experiment_curves(exp, scale_name, root) if cur is not None]
+    if not curves:
+        return False
+    maps = list(dict.fromkeys(c.scenario for _, c, _ in curves))
+    fig, axes = plt.subplots(1, len(maps), figsize=(5.2 * len(maps), 3.8), squeeze=False)
+    for ax, m in zip(axes[0], maps):
+        for i, (v, c, cur) in enumerate(x for x in curves if x[1].scenario == m):
+            color = f"C{i}"
+            ax.plot(cur.steps, cur.win.mean(0), color=color, label=f"{v.name} ({cur.win.shape[0]} seeds)")
+            ax.fill_between(cur.steps, cur.win.min(0), cur.win.max(0), color=color, alpha=0.18, lw=0)
+        ax.set_title(f"{exp.name} ({scale_name}): {m}", fontsize=9)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("greedy win rate (mean, min-max band)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _fmt_steps(x: float | None) -> str:
+    return "not reached" if x is None else f"{x / 1e6:.2f}M"
+
+
+def experiment_table(exp: Experiment, scale_name: str, root) -> str:
+    """Markdown table: final greedy win rate (mean ± std, min-max), steps to 50%/80%, progress, wall."""
+    head = ("| variant | map | K | final greedy win % (mean ± std) | min-max | steps to 50% | steps to 80% "
+            "| env steps done | wall | paper (1e7, 5 seeds) |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for v, cfg, cur in experiment_curves(exp, scale_name, root):
+        paper = "-" if v.paper is None else f"{v.paper:.1f}%"
+        if cur is None:
+            lines.append(f"| {v.name} | {cfg.scenario} | {cfg.reuse} | not run | | | | 0 / "
+                         f"{cfg.total_steps / 1e6:.2f}M | | {paper} |")
+            continue
+        final = cur.win[:, -1] * 100
+        partial = "" if cur.updates >= cur.num_updates else f" (partial: {cur.updates}/{cur.num_updates} updates)"
+        lines.append(
+            f"| {v.name} | {cfg.scenario} | {cfg.reuse} | {final.mean():.1f} ± {final.std():.1f}{partial} | "
+            f"{final.min():.0f}-{final.max():.0f} | {_fmt_steps(steps_to(cur, 0.5))} | "
+            f"{_fmt_steps(steps_to(cur, 0.8))} | {cur.steps[-1] / 1e6:.2f}M / {cfg.total_steps / 1e6:.2f}M | "
+            f"{cur.wall_s / 60:.1f} min | {paper} |")
+    return "\n".join(lines)
+
+
+def command_for(exp: Experiment, scale_name: str) -> str:
+    scale = "" if scale_name == "local" else f" --scale {scale_name}"
+    return f"python -m gpae_ref.experiments {exp.name}{scale}"
+
+
+def report_section(exp: Experiment, scale_name: str, root, figures: Path, doc_dir: Path) -> str:
+    """The generated part of one experiment's section in docs/results.md."""
+    scale = exp.scale(scale_name)
+    dname = exp_dirname(exp, scale_name)
+    png = figures / f"{dname}.png"
+    has_fig = plot_experiment(exp, scale_name, root, png)
+    machine = _first_machine(Path(root) / dname, exp)
+    cfg0 = variant_config(exp, scale_name, exp.variants[0])
+    shared = {k: getattr(cfg0, k) for k in ("num_envs", "num_steps", "hidden_size", "num_layers",
+                                               "update_epochs", "eval_envs")}
+    lines = [f"Question: {exp.question}", "",
+             f"Command: `{command_for(exp, scale_name)}` (experiment version {exp.version}, "
+             f"{len(scale.seeds)} seeds {list(scale.seeds)}, {scale.total_steps:,} env steps per run; "
+             f"learner settings besides the variants: {shared}).", ""]
+    if machine:
+        lines += [f"Measured on: {machine.get('cpu')} ({machine.get('cores')} cores), device "
+                  f"{machine.get('device')}, jax {machine.get('jax')}, jaxmarl {machine.get('jaxmarl')} "
+                  f"(pip SMAX).", ""]
+    if has_fig:
+        lines += [f"![{dname}]({os.path.relpath(png, doc_dir)})", ""]
+    lines.append(experiment_table(exp, scale_name, root))
+    return "\n".join(lines)
+
+
+def _first_machine(exp_dir: Path, exp: Experiment) -> dict | None:
+    for v in exp.variants:
+        p = exp_dir / v.name / "run.json"
+        if p.exists():
+            return json.loads(p.read_text()).get("machine")
+    return None
+
+
+def _markers(tag: str) -> tuple[str, str]:
+    return f"<!-- BEGIN generated:{tag} -->", f"<!-- END generated:{tag} -->"
+
+
+def splice(doc: str, tag: str, body: str) -> str:
+    """Replace the text between ``tag``'s markers (append a marked block if absent); prose elsewhere stays."""
+    begin, end = _markers(tag)
+    block = f"{begin}\n{body}\n{end}"
+    if begin in doc and end in doc:
+        pre, rest = doc.split(begin, 1)
+        _, post = rest.split(end, 1)
+        return pre + block + post
+    return doc.rstrip("\n") + f"\n\n## {tag}\n\n{block}\n"
+
+
+def report(root="results", doc="docs/results.md", figures="docs/figures", scale_name: str = "local",
+           names: tuple[str, ...] | None = None) -> Path:
+    """Regenerate figures and the generated blocks of ``doc`` from the CSVs under ``root``."""
+    doc, figures = Path(doc), Path(figures)
+    text = doc.read_text() if doc.exists() else "# Results\n"
+    for exp in experiments().values():
+        if names and exp.name not in names:
+            continue
+        tag = exp_dirname(exp, scale_name)
+        text = splice(text, tag, report_section(exp, scale_name, Path(root), figures, doc.parent))
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+    return doc
+
+
+# ------------------------------------------------------------------------ CLI
+def describe(exp: Experiment) -> str:
+    """One paragraph per experiment for ``--list``."""
+    out = [f"{exp.name} (v{exp.version}): {exp.question}"]
+    for sname, sc in exp.scales:
+        out.append(f"  --scale {sname}: {sc.total_steps:,} steps, seeds {list(sc.seeds)}"
+                   + (f", {dict(sc.base)}" if sc.base else ""))
+    base = f" base {dict(exp.base)}" if exp.base else ""
+    out.append(f"  variants{base}: " + "; ".join(f"{v.name} {dict(v.overrides)}" for v in exp.variants))
+    return "\n".join(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gpae_ref.experiments", description=__doc__.split("\n\n")[0])
+    p.add_argument("name", nargs="?", help="experiment name, or 'report'")
+    p.add_argument("--scale", default="local", help=f"one of {', '.join(SCALES)} (default local)")
+    p.add_argument("--list", action="store_true", help="list experiments and exit")
+    p.add_argument("--variants", help="comma-separated subset of the experiment's variants")
+    p.add_argument("--root", default="results", help="results folder (default results)")
+    p.add_argument("--doc", default="docs/results.md", help="report: the document to update")
+    p.add_argument("--figures", default="docs/figures", help="report: figure folder")
+    p.add_argument("--max-chunks", type=int, default=None, help="stop each variant after this many chunks")
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list or not args.name:
+        print("\n\n".join(describe(e) for e in experiments().values()))
+        return 0
+    try:
+        if args.scale not in SCALES:
+            raise ValueError(f"scale: unknown {args.scale!r}; known: {', '.join(SCALES)}.")
+        if args.name == "report":
+            path = report(args.root, args.doc, args.figures, args.scale)
+            print(f"updated {path}")
+            return 0
+        outcomes = run_experiment(args.name, args.scale, args.root, variants=args.variants,
+                                  max_chunks=args.max_chunks, log=lambda m: print(m, flush=True))
+    except ValueError as e:
+        parser.error(str(e))
+    for o in outcomes:
+        print(f"{o.variant}: {o.status} ({o.updates}/{o.num_updates} updates, {o.wall_s:,.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
