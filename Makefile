@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test train bench clean
+.PHONY: demo oracle test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,13 +12,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test,smax]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# The main job.
+# The main job: train GPAE on SMAX 3m (about 10 minutes on 2 CPU cores), then
+# print the final greedy win rate and where the curve is.
 demo: $(STAMP)
+	$(PY) -m gpae_ref.train --preset demo --overwrite
+
+# The exact oracle's table of what each trace correction buys (seconds).
+oracle: $(STAMP)
 	$(PY) -m gpae_ref demo
 
 # The test command (.ci/run calls this).
 test: $(STAMP)
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -p no:cacheprovider --hypothesis-profile=ci
+
+# Benchmarks (not tests): estimator backends, then the learner. Results go to docs/.
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,smax,bench]"
+	$(PY) benchmarks/bench_estimators.py
+	$(PY) benchmarks/bench_learner.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
