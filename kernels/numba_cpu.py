@@ -8,19 +8,19 @@ The math is the reference's (``gpae_ref.reference.gpae``, spec sections 3-5)::
 Layout and why: arrays are time-major ``[T, B, N]`` in C order, so at one step
 ``t`` a block of environments ``b0:b1`` is one contiguous run of ``(b1-b0)*N``
 numbers. Each parallel task owns such a block and walks time backwards; per
-step it (1) forms the log-ratios, their per-environment sum (the joint
-log-ratio; the others' log-ratio is that sum minus the own) and the exponent of
-the trace coefficient, written to small per-block scratch rows, then (2) runs
-one flat, vectorisable loop over the contiguous run for the exps and the
-recursion. A loop over one agent's column (stride N) is several times slower
-because it cannot use SIMD. The only ``[T, B, N]`` arrays are the outputs;
-scratch is a few rows of one block.
+step it (1) forms the log-ratios and, per environment, their sum (the joint
+log-ratio; the others' is that sum minus the own), the joint factor of the
+trace coefficient, 1 - d_t and r_t, broadcast into small per-block scratch
+rows, then (2) runs flat, vectorisable loops over the contiguous run: min(1,
+rho^i) (one exp per element), the coefficient of the correction, and the
+recursion. A loop over one agent's column (stride N), or over the N agents of
+one environment (too short), does not vectorise and is several times slower.
+The only ``[T, B, N]`` arrays are the outputs; scratch is a few block rows.
 
-``exp`` dominates the arithmetic and there is no vectorised libm here (no
-SVML), so float32 uses ``_exp_nonpos_f32``, a branch-free Cephes-style expf
-that LLVM vectorises. It is used only where the argument is <= 0 (every
-truncated coefficient and min(1, rho^i)); ``full`` (untruncated, may overflow
-by design) and all of float64 use ``math.exp``.
+There is no vectorised libm here (no SVML): float32 uses ``_exp_nonpos``, a
+branch-free Cephes-style expf that LLVM vectorises, wherever the argument is
+<= 0 (every truncated coefficient and min(1, rho^i)); ``full`` (untruncated,
+may overflow to inf by design) and all of float64 use ``math.exp``.
 """
 
 from __future__ import annotations
@@ -198,15 +198,26 @@ def envs_per_block(B: int, N: int, threads: int) -> int:
     return min(per, fair)
 
 
+def _out_buffer(name, x, shape, dtype):
+    if not (isinstance(x, np.ndarray) and x.shape == shape and x.dtype == dtype
+            and x.flags.c_contiguous and x.flags.writeable):
+        raise ValueError(f"out {name} must be a writeable C-contiguous {dtype} array of shape "
+                         f"{shape}; got {type(x).__name__} {getattr(x, 'dtype', '')} "
+                         f"{getattr(x, 'shape', '')}.")
+    return x
+
+
 def gpae_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: float, lam: float,
-               correction: str = "dt", eta: float = 1.02, mask=None) -> GPAEOutput:
+               correction: str = "dt", eta: float = 1.02, mask=None, out=None) -> GPAEOutput:
     """GPAE on the CPU with Numba; the contract of ``gpae_ref.reference.gpae``, no validation.
 
     Call it through ``gpae_ref.gpae(..., backend="numba")``, which validates
     first. Computes and returns in ``compute_dtype(logp_target)`` (float32 or
     float64); other inputs are converted to it (a copy only when their dtype
     differs or they are not C-contiguous). ``dones`` and ``mask`` are read in
-    their own dtype (0 / nonzero).
+    their own dtype (0 / nonzero). ``out``: optional (advantages, value_targets),
+    C-contiguous ``[T, B, N]`` arrays of the compute dtype to write into (reuse
+    buffers across calls instead of allocating, and page-faulting, new ones).
     """
     import numba
 
@@ -221,8 +232,11 @@ def gpae_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: fl
     d = np.ascontiguousarray(dones)
     has_mask = mask is not None
     m = np.ascontiguousarray(mask).reshape(T, B * N) if has_mask else np.ones((1, 1), np.bool_)
-    adv = np.empty((T, B * N), dt)
-    vt = np.empty((T, B * N), dt)
+    if out is None:
+        adv, vt = np.empty((T, B * N), dt), np.empty((T, B * N), dt)
+    else:
+        adv, vt = (_out_buffer(name, x, (T, B, N), dt).reshape(T, B * N)
+                   for name, x in zip(("advantages", "value_targets"), out))
     f = dt.type
     code = CORRECTION_CODES[correction]
     code = _DT_SMALL_ETA if code == 3 and eta < 1.0 else code

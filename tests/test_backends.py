@@ -139,6 +139,19 @@ def test_numba_mixed_input_dtypes():
     assert_matches_reference(got, inputs, **kwargs)
 
 
+def test_numba_out_buffers():
+    from gpae_ref.kernels.numba_cpu import gpae_numba
+
+    inputs = make_inputs(10, 6, 3, 4, np.float32)
+    kwargs = dict(gamma=0.9, lam=0.9, correction="st", eta=1.02)
+    out = (np.full((6, 3, 4), np.nan, np.float32), np.full((6, 3, 4), np.nan, np.float32))
+    got = gpae_numba(**inputs, **kwargs, out=out)
+    assert np.shares_memory(got.advantages, out[0]) and np.shares_memory(got.value_targets, out[1])
+    assert_matches_reference(out, inputs, **kwargs)
+    with pytest.raises(ValueError, match="advantages"):
+        gpae_numba(**inputs, **kwargs, out=(out[0].astype(np.float64), out[1]))
+
+
 def test_fast_exp_f32_error_bound():
     from numba import njit
 
