@@ -99,7 +99,7 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
     """Fill ``adv`` and ``vt`` ([T, B*N], flattened) in place; see the module docstring.
 
     ``values`` is [T+1, B*N] or, when ``shared``, [T+1, B]; ``mask`` is [T, B*N]
-    (ignored unless ``has_mask``); ``code`` is CORRECTION_CODES[correction], or
+    (a [T, 1] dummy unless ``has_mask``); ``code`` is CORRECTION_CODES[correction], or
     _DT_SMALL_ETA for dt with eta < 1. Scalars come in the compute dtype so no
     float64 literal promotes the float32 path.
 
@@ -130,20 +130,31 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
         e_next = np.empty(m, dt)  # E_{t+1}
         a_next = np.zeros(m, dt)  # A_{t+1}; A_T = 0
         c_next = np.ones(m, dt)  # c_{t+1}; unused at T (it multiplies A_T = 0)
+        # Row views (1-D slices) per step: indexing the 2-D arrays directly
+        # (lt[t, j0 + j]) stops LLVM from vectorising and runs ~3x slower.
+        v_last = values[T, b0:b0 + nb] if shared else values[T, j0:j0 + m]
         for j in range(m):
-            e_next[j] = values[T, b0 + j // N] if shared else values[T, j0 + j]
+            e_next[j] = v_last[j // N] if shared else v_last[j]
         for t in range(T - 1, -1, -1):
+            lt_t = lt[t, j0:j0 + m]
+            lb_t = lb[t, j0:j0 + m]
+            mask_t = mask[t, j0:j0 + m]  # empty unless has_mask (the dummy is [T, 1])
+            d_t = dones[t, b0:b0 + nb]
+            r_t = rewards[t, b0:b0 + nb]
+            v_t = values[t, b0:b0 + nb] if shared else values[t, j0:j0 + m]
+            adv_t = adv[t, j0:j0 + m]
+            vt_t = vt[t, j0:j0 + m]
             # (1) per environment: log-ratios, their sum, and per-environment broadcasts.
             for e in range(nb):
                 joint = zero
                 for i in range(N):
-                    li = lt[t, j0 + e * N + i] - lb[t, j0 + e * N + i]
-                    if has_mask and mask[t, j0 + e * N + i] == 0:
+                    li = lt_t[e * N + i] - lb_t[e * N + i]
+                    if has_mask and mask_t[e * N + i] == 0:
                         li = zero  # a dead or masked agent has ratio 1
                     l[e * N + i] = li
                     joint += li
-                ndv = zero if dones[t, b0 + e] != 0 else one
-                rwv = rewards[t, b0 + e]
+                ndv = zero if d_t[e] != 0 else one
+                rwv = r_t[e]
                 if code == 4:
                     pv = math.exp(joint)  # full: untruncated, may overflow to inf by design
                 elif code >= 2:
@@ -155,13 +166,13 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
                     nd[e * N + i] = ndv
                     rw[e * N + i] = rwv
                 if shared:
-                    ev = values[t, b0 + e]
+                    ev = v_t[e]
                     for i in range(N):
                         e_cur[e * N + i] = ev
             # (2) flat over the contiguous run (vectorised): exps, coefficients, recursion.
             if not shared:
                 for j in range(m):
-                    e_cur[j] = values[t, j0 + j]
+                    e_cur[j] = v_t[j]
             for j in range(m):
                 w[j] = _exp_nonpos(min(zero, l[j]))
             if code == 0:
@@ -184,8 +195,8 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
                 carried = c_next[j] * a_next[j]
                 carried = carried if nd[j] > zero else zero  # a done cuts; inf*0 never leaks
                 a = delta + gamma_lam * carried
-                adv[t, j0 + j] = a
-                vt[t, j0 + j] = e_cur[j] + w[j] * a
+                adv_t[j] = a
+                vt_t[j] = e_cur[j] + w[j] * a
                 a_next[j] = a
             c, c_next = c_next, c
             e_cur, e_next = e_next, e_cur
@@ -231,7 +242,7 @@ def gpae_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: fl
     v = v if shared else v.reshape(T + 1, B * N)
     d = np.ascontiguousarray(dones)
     has_mask = mask is not None
-    m = np.ascontiguousarray(mask).reshape(T, B * N) if has_mask else np.ones((1, 1), np.bool_)
+    m = np.ascontiguousarray(mask).reshape(T, B * N) if has_mask else np.ones((T, 1), np.bool_)
     if out is None:
         adv, vt = np.empty((T, B * N), dt), np.empty((T, B * N), dt)
     else:
