@@ -21,9 +21,7 @@ experiment can run in several sittings. Each seed ``k`` starts from
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import math
 import os
 import platform
 import sys
@@ -111,7 +109,7 @@ def _pilot() -> Experiment:
         name="pilot", version=1,
         question="Which map and budget make MAPPO learn without saturating on this machine?",
         variants=tuple(_v(f"{m}-gae", scenario=m, advantage="gae") for m in maps),
-        scales=_scales(150_000),
+        scales=_scales(163_840),
     )
 
 
@@ -123,7 +121,7 @@ def _main() -> Experiment:
         variants=(_v("mappo", advantage="gae"), _v("coma", advantage="coma"),
                   _v("gpae-K1", advantage="gpae", reuse=1),
                   _v(f"gpae-K{REUSE_K}", advantage="gpae", reuse=REUSE_K)),
-        scales=_scales(600_000),
+        scales=_scales(327_680),
     )
 
 
@@ -134,7 +132,7 @@ def _ablation() -> Experiment:
         base=(("scenario", "2s3z"), ("advantage", "gpae"), ("reuse", REUSE_K)),
         variants=(_v("dt", correction="dt"), _v("st", correction="st"),
                   _v("it", correction="it"), _v("none", correction="none")),
-        scales=_scales(600_000),
+        scales=_scales(327_680),
     )
 
 
@@ -144,7 +142,7 @@ def _eta() -> Experiment:
         question=f"DT-ISR cap eta on the others' ratio, reuse K={REUSE_K}.",
         base=(("scenario", "2s3z"), ("advantage", "gpae"), ("correction", "dt"), ("reuse", REUSE_K)),
         variants=tuple(_v(f"eta{e}", eta=e) for e in (1.0, 1.02, 1.05, 1.1, 1.15)),
-        scales=_scales(600_000),
+        scales=_scales(327_680),
     )
 
 
@@ -154,7 +152,7 @@ def _reuse() -> Experiment:
         question="Data reuse K in {1, 2, 4}: GPAE (dt) vs MAPPO with the same reuse.",
         base=(("scenario", "2s3z"),),
         variants=tuple(_v(f"{a}-K{k}", advantage=a, reuse=k) for a in ("gae", "gpae") for k in (1, 2, 4)),
-        scales=_scales(600_000),
+        scales=_scales(327_680),
     )
 
 
@@ -204,8 +202,16 @@ def exp_dirname(exp: Experiment, scale_name: str) -> str:
 
 
 def eval_every(config, scale: Scale) -> int:
-    """Updates between evaluations/checkpoints: ``num_updates / evals``, at least 1."""
-    return max(1, config.num_updates // scale.evals)
+    """Updates between evaluations/checkpoints, about ``num_updates / evals``.
+
+    Prefers a divisor of ``num_updates`` (the largest not above the target, if it
+    is at least half of it): every chunk then has the same length, and a chunk
+    length of its own would compile the whole update again (minutes on a CPU).
+    """
+    total = config.num_updates
+    target = max(1, total // scale.evals)
+    divisor = max(d for d in range(1, target + 1) if total % d == 0)
+    return divisor if 2 * divisor >= target else target
 
 
 # ---------------------------------------------------------------- bookkeeping
@@ -326,19 +332,11 @@ def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, 
     the caller owns) keeps the compiled functions per config between calls, so a
     resume in the same process does not compile again.
     """
-    import jax
-    import numpy as np
-
-    from gpae_ref.learner import logbook
-    from gpae_ref.learner.checkpoint import load_checkpoint, save_checkpoint
-    from gpae_ref.learner.core import make_train
-
     scale = exp.scale(scale_name)
     config = variant_config(exp, scale_name, variant)
     seeds = scale.seeds
     vdir = Path(root) / exp_dirname(exp, scale_name) / variant.name
     total = config.num_updates
-    ckpt = vdir / CKPT_DIR / CKPT_FILE
     record = _run_record(exp, scale_name, variant, config, seeds)
     _check_record(vdir / "run.json", record)
     if is_finished(vdir, seeds, total):
@@ -348,6 +346,57 @@ def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, 
 
     vdir.mkdir(parents=True, exist_ok=True)
     (vdir / CKPT_DIR).mkdir(exist_ok=True)
+    with _variant_lock(vdir):
+        return _train_variant(exp, scale_name, variant, vdir, config, record, max_chunks, cache, log)
+
+
+class _variant_lock:
+    """Refuse a variant another live process on this host is training (it would truncate its rows).
+
+    The lock file holds ``host pid``; one left by a killed process is stale and taken over.
+    """
+
+    def __init__(self, vdir: Path):
+        self.path = vdir / CKPT_DIR / "lock"  # beside the checkpoint: out of git with it
+
+    def __enter__(self):
+        me = f"{platform.node()} {os.getpid()}"
+        if self.path.exists():
+            host, _, pid = self.path.read_text().partition(" ")
+            if host == platform.node() and pid.strip().isdigit() and _alive(int(pid)) \
+                    and int(pid) != os.getpid():
+                raise RuntimeError(f"{self.path.parent}: process {pid.strip()} is training this variant.")
+        self.path.write_text(me)
+        return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _train_variant(exp, scale_name, variant, vdir, config, record, max_chunks, cache, log) -> VariantOutcome:
+    """The body of ``run_variant`` once the variant's folder is locked."""
+    import jax
+    import numpy as np
+
+    from gpae_ref.learner import logbook
+    from gpae_ref.learner.checkpoint import load_checkpoint, save_checkpoint
+    from gpae_ref.learner.core import make_train
+
+    scale = exp.scale(scale_name)
+    seeds = scale.seeds
+    total = config.num_updates
+    ckpt = vdir / CKPT_DIR / CKPT_FILE
     (vdir / "run.json").write_text(json.dumps({**record, "machine": machine_info()}, indent=1) + "\n")
     cache = {} if cache is None else cache
     if config not in cache:
