@@ -4,8 +4,8 @@
 
 Rows per size (T=128, N=8, B in {1024, 8192}, correction dt, per-agent values,
 random dones, no mask): the NumPy reference, the Numba kernel (with
-preallocated outputs, and through ``gpae_ref.gpae`` with validation and fresh
-outputs), the JAX scan (``gpae_jax``, jitted), rlax.vtrace (jit + vmap over the
+preallocated outputs on all threads and on one, and through ``gpae_ref.gpae``
+with validation and fresh outputs), the JAX scan (``gpae_jax``, jitted), rlax.vtrace (jit + vmap over the
 B*N (env, agent) sequences, each a single-agent problem with its own ratio:
 time-major [T, B*N]), the authors' formulation (a reverse lax.scan over a
 [T, N, B] layout with the per-step ratio work inside the scan, written here from
@@ -117,8 +117,15 @@ def machine() -> str:
         pass
     import numba
 
-    return (f"{model}, {os.cpu_count()} logical cores (Numba threads: {numba.get_num_threads()}), "
-            f"Python {platform.python_version()}, NumPy {np.__version__}, Numba {numba.__version__}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel region has run yet
+        layer = numba.config.THREADING_LAYER
+    return (f"{model}, {os.cpu_count()} logical cores (Numba threads: {numba.get_num_threads()}, "
+            f"threading layer {layer}), "
+            f"Python {platform.python_version()}, NumPy {np.__version__}, Numba {numba.__version__}; "
+            f"load average at the end of the run {load} (a shared machine: other jobs ran)")
 
 
 def gpu_present() -> bool:
@@ -150,6 +157,15 @@ def bench_size(B: int, repeats: int) -> list[tuple[str, float | None, str]]:
     out = (np.empty_like(data["logp_target"]), np.empty_like(data["logp_target"]))
     rows.append(("numba kernel, preallocated outputs",
                  median_time(lambda: gpae_numba(**data, **kw, out=out), repeats), "gpae_numba(..., out=)"))
+    import numba
+
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)  # per-core speed, free of waiting on a thread another job slowed
+    try:
+        rows.append(("numba kernel, 1 thread, preallocated outputs",
+                     median_time(lambda: gpae_numba(**data, **kw, out=out), repeats), ""))
+    finally:
+        numba.set_num_threads(threads)
     rows.append(("numba via gpae(): validation + new outputs",
                  median_time(lambda: gpae_ref.gpae(**data, **kw, backend="numba"), repeats), ""))
     jd = {k: jnp.asarray(v) for k, v in data.items()}
@@ -211,7 +227,15 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 8192], help="values of B")
     ap.add_argument("--repeats", type=int, default=21, help="timed repeats per row (median)")
     ap.add_argument("--write", metavar="MD", help="write the markdown report to this file")
+    ap.add_argument("--threading-layer", default="workqueue",
+                    choices=["workqueue", "omp", "tbb", "default"],
+                    help="Numba threading layer for the parallel kernel (default workqueue: "
+                         "OpenMP's spinning threads collapse when other jobs share the cores)")
     args = ap.parse_args(argv)
+    if args.threading_layer != "default":
+        import numba
+
+        numba.config.THREADING_LAYER = args.threading_layer  # before the first parallel call
     results = {B: bench_size(B, args.repeats) for B in args.sizes}
     report = table(results)
     print(machine())
@@ -225,6 +249,8 @@ def write_report(path: str, report: str, args) -> None:
     cmd = "python benchmarks/bench_estimators.py --write docs/performance.md"
     if args.sizes != [1024, 8192] or args.repeats != 21:
         cmd += f" --sizes {' '.join(map(str, args.sizes))} --repeats {args.repeats}"
+    if args.threading_layer != "workqueue":
+        cmd += f" --threading-layer {args.threading_layer}"
     with open(path) as f:
         text = f.read()
     begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"

@@ -37,6 +37,10 @@ from gpae_ref.reference import GPAEOutput
 
 _DT_SMALL_ETA = 5  # dt with eta < 1: needs a second exp per element (see _gpae_blocks)
 
+#: Below this many elements (T*B*N) the kernel runs on the calling thread: waking
+#: Numba's threads costs more than it saves there (milliseconds on a busy machine).
+PARALLEL_MIN_ELEMENTS = 1 << 18
+
 #: Target size of one block's contiguous run at one step, in elements: the
 #: per-block scratch (about eight such rows) then stays in L2.
 _BLOCK_ELEMENTS = 2048
@@ -93,7 +97,7 @@ def _exp_nonpos_impl(x):
     return impl
 
 
-@njit(parallel=True, cache=True)
+@njit(inline="always")
 def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
                  zero, one, gamma, gamma_lam, eta, log_eta, envs_per_block, adv, vt):
     """Fill ``adv`` and ``vt`` ([T, B*N], flattened) in place; see the module docstring.
@@ -202,6 +206,22 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
             e_cur, e_next = e_next, e_cur
 
 
+@njit(parallel=True, cache=True)
+def _gpae_parallel(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
+                   zero, one, gamma, gamma_lam, eta, log_eta, envs_per_block, adv, vt):
+    """_gpae_blocks with its prange run on Numba's threads."""
+    _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
+                 zero, one, gamma, gamma_lam, eta, log_eta, envs_per_block, adv, vt)
+
+
+@njit(cache=True)
+def _gpae_serial(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
+                 zero, one, gamma, gamma_lam, eta, log_eta, envs_per_block, adv, vt):
+    """_gpae_blocks on the calling thread (its prange is a plain range here)."""
+    _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
+                 zero, one, gamma, gamma_lam, eta, log_eta, envs_per_block, adv, vt)
+
+
 def envs_per_block(B: int, N: int, threads: int) -> int:
     """Environments per parallel task: about _BLOCK_ELEMENTS per step, >= 2 tasks per thread."""
     per = max(1, _BLOCK_ELEMENTS // N)
@@ -251,7 +271,8 @@ def gpae_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: fl
     f = dt.type
     code = CORRECTION_CODES[correction]
     code = _DT_SMALL_ETA if code == 3 and eta < 1.0 else code
-    _gpae_blocks(r, v, d, lt.reshape(T, B * N), lb, m, has_mask, shared, code,
+    kernel = _gpae_parallel if T * B * N >= PARALLEL_MIN_ELEMENTS else _gpae_serial
+    kernel(r, v, d, lt.reshape(T, B * N), lb, m, has_mask, shared, code,
                  f(0), f(1), f(gamma), f(gamma) * f(lam), f(eta), f(math.log(eta)),
                  envs_per_block(B, N, numba.get_num_threads()), adv, vt)
     return GPAEOutput(adv.reshape(T, B, N), vt.reshape(T, B, N))

@@ -114,14 +114,22 @@ def test_numba_matches_reference(case):
     assert_matches_reference(got, inputs, **kwargs)
 
 
-def test_numba_many_envs_parallel_blocks():
-    # Enough environments for several parallel blocks, uneven last block.
-    inputs = make_inputs(1, 17, 1001, 3, np.float32, masked=True)
-    for correction in CORRECTIONS:
+def test_numba_parallel_path_matches_serial_and_reference(monkeypatch):
+    from gpae_ref.kernels import numba_cpu
+
+    # T*B*N above PARALLEL_MIN_ELEMENTS: the prange path, several blocks, an uneven last one.
+    T, B, N = 64, 1401, 3
+    assert T * B * N >= numba_cpu.PARALLEL_MIN_ELEMENTS
+    for correction, full in (("dt", False), ("full", True)):
+        inputs = make_inputs(1, T, B, N, np.float32, masked=True, full=full)
         kwargs = dict(gamma=0.99, lam=0.95, correction=correction, eta=1.02)
-        if correction == "full":
-            inputs = make_inputs(1, 17, 1001, 3, np.float32, full=True)
-        assert_matches_reference(gpae_ref.gpae(**inputs, **kwargs, backend="numba"), inputs, **kwargs)
+        par = numba_cpu.gpae_numba(**inputs, **kwargs)
+        assert_matches_reference(par, inputs, **kwargs)
+        monkeypatch.setattr(numba_cpu, "PARALLEL_MIN_ELEMENTS", 1 << 62)
+        ser = numba_cpu.gpae_numba(**inputs, **kwargs)
+        monkeypatch.undo()
+        for p, s_ in zip(par, ser):
+            np.testing.assert_array_equal(p, s_)  # same arithmetic, same order
 
 
 def test_numba_mixed_input_dtypes():
