@@ -28,7 +28,7 @@ test: $(STAMP)
 # Benchmarks (not tests): estimator backends, then the learner. Results go to docs/.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[test,smax,bench]"
-	$(PY) benchmarks/bench_estimators.py
+	$(PY) benchmarks/bench_estimators.py --write docs/performance.md
 	$(PY) benchmarks/bench_learner.py
 
 clean:
