@@ -8,14 +8,22 @@ The math is the reference's (``gpae_ref.reference.gpae``, spec sections 3-5)::
 Layout and why: arrays are time-major ``[T, B, N]`` in C order, so at one step
 ``t`` a block of environments ``b0:b1`` is one contiguous run of ``(b1-b0)*N``
 numbers. Each parallel task owns such a block and walks time backwards; per
-step it (1) forms the log-ratios and, per environment, their sum (the joint
-log-ratio; the others' is that sum minus the own), the joint factor of the
-trace coefficient, 1 - d_t and r_t, broadcast into small per-block scratch
-rows, then (2) runs flat, vectorisable loops over the contiguous run: min(1,
-rho^i) (one exp per element), the coefficient of the correction, and the
-recursion. A loop over one agent's column (stride N), or over the N agents of
-one environment (too short), does not vectorise and is several times slower.
-The only ``[T, B, N]`` arrays are the outputs; scratch is a few block rows.
+step it (1) forms the own log-ratios in one flat loop, (2) per environment,
+their sum (the joint log-ratio; the others' is that sum minus the own) and,
+in a flat loop over the block's environments, the joint factor of the trace
+coefficient, (3) broadcasts the joint factor and r_t to the agents
+(``_broadcast``: inner loops of constant width 8 or 4 when N allows, which
+become vector stores), then (4) runs one flat, vectorised loop over the
+contiguous run: min(1, rho^i) (one exp per element), the coefficient and the
+recursion, with the correction chosen outside the loop (a branch inside stops
+vectorisation). That loop treats every environment as not done; the few
+environments done at ``t`` are then redone in a scalar loop with the cut
+(same arithmetic as the reference's select, so results are unchanged). The
+carry between steps is c_{t+1} A_{t+1}, one row; E_t and E_{t+1} are read from
+``values`` directly (per-agent) or broadcast (shared). A loop over one
+agent's column (stride N), or over the N agents of one environment at runtime
+N (too short), does not vectorise and is several times slower. The only
+``[T, B, N]`` arrays are the outputs; scratch is a few block rows.
 
 There is no vectorised libm here (no SVML): float32 uses ``_exp_nonpos``, a
 branch-free Cephes-style expf that LLVM vectorises, wherever the argument is
@@ -98,6 +106,63 @@ def _exp_nonpos_impl(x):
 
 
 @njit(inline="always")
+def _broadcast(src, dst, nb, N):
+    """dst[e*N + i] = src[e]: inner loops of a constant width where N allows (vector stores)."""
+    if N % 8 == 0:
+        for e in range(nb):
+            v = src[e]
+            for k in range(0, N, 8):
+                for i in range(8):
+                    dst[e * N + k + i] = v
+    elif N % 4 == 0:
+        for e in range(nb):
+            v = src[e]
+            for k in range(0, N, 4):
+                for i in range(4):
+                    dst[e * N + k + i] = v
+    else:
+        for e in range(nb):
+            v = src[e]
+            for i in range(N):
+                dst[e * N + i] = v
+
+
+@njit(inline="always")
+def _coefficients(code, li, pv, zero, one, eta, log_eta):
+    """(min(1, rho^i), c^i) from the own log-ratio li and the joint factor pv."""
+    w = _exp_nonpos(min(zero, li))
+    if code == 0:
+        c = one
+    elif code == 1:
+        c = w
+    elif code == 2 or code == 4:
+        c = pv
+    elif code == 3:
+        c = min(eta * w, pv)
+    else:
+        c = min(_exp_nonpos(min(zero, li + log_eta)), pv)
+    return w, c
+
+
+@njit(inline="always")
+def _recursion(code, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t, zero, one, gamma, gamma_lam,
+               eta, log_eta):
+    """One step over a block's run, every element as if not done (1 - d_t = 1); vectorised.
+
+    ``gamma * one * v_n[j]`` is the reference's gamma (1 - d_t) E_{t+1} with 1 - d_t = 1
+    (bitwise gamma * v_n[j]); the done environments are redone by the caller.
+    """
+    for j in range(m):
+        w, c = _coefficients(code, l[j], pjb[j], zero, one, eta, log_eta)
+        ec = v_c[j]
+        delta = rwb[j] + gamma * one * v_n[j] - ec
+        a = delta + gamma_lam * ca[j]
+        adv_t[j] = a
+        vt_t[j] = ec + w * a
+        ca[j] = c * a
+
+
+@njit(inline="always")
 def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
                  zero, one, gamma, gamma_lam, eta, log_eta, envs_per_block, adv, vt):
     """Fill ``adv`` and ``vt`` ([T, B*N], flattened) in place; see the module docstring.
@@ -125,85 +190,88 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
         j0 = b0 * N
         dt = adv.dtype
         l = np.empty(m, dt)  # own log-ratio l^i_t
-        w = np.empty(m, dt)  # min(1, rho^i_t)
-        c = np.empty(m, dt)  # trace coefficient c^i_t
-        pj = np.empty(m, dt)  # per environment: min(1, rho_t) (or rho_t for full)
-        nd = np.empty(m, dt)  # per environment: 1 - d_t
-        rw = np.empty(m, dt)  # per environment: r_t
-        e_cur = np.empty(m, dt)  # E_t
-        e_next = np.empty(m, dt)  # E_{t+1}
-        a_next = np.zeros(m, dt)  # A_{t+1}; A_T = 0
-        c_next = np.ones(m, dt)  # c_{t+1}; unused at T (it multiplies A_T = 0)
-        # Row views (1-D slices) per step: indexing the 2-D arrays directly
-        # (lt[t, j0 + j]) stops LLVM from vectorising and runs ~3x slower.
-        v_last = values[T, b0:b0 + nb] if shared else values[T, j0:j0 + m]
-        for j in range(m):
-            e_next[j] = v_last[j // N] if shared else v_last[j]
+        pjb = np.empty(m, dt)  # min(1, rho_t) (rho_t for full), broadcast to the agents
+        rwb = np.empty(m, dt)  # r_t, broadcast to the agents
+        evb = np.empty(m, dt)  # shared values only: E_t, broadcast
+        enb = np.empty(m, dt)  # shared values only: E_{t+1}, broadcast
+        ca = np.zeros(m, dt)  # c_{t+1} A_{t+1}; A_T = 0
+        pj = np.empty(nb, dt)  # per environment: joint log-ratio, then its factor
+        if shared:
+            _broadcast(values[T, b0:b0 + nb], enb, nb, N)
         for t in range(T - 1, -1, -1):
             lt_t = lt[t, j0:j0 + m]
             lb_t = lb[t, j0:j0 + m]
-            mask_t = mask[t, j0:j0 + m]  # empty unless has_mask (the dummy is [T, 1])
+            mask_t = mask[t, j0:j0 + m]
             d_t = dones[t, b0:b0 + nb]
-            r_t = rewards[t, b0:b0 + nb]
-            v_t = values[t, b0:b0 + nb] if shared else values[t, j0:j0 + m]
             adv_t = adv[t, j0:j0 + m]
             vt_t = vt[t, j0:j0 + m]
-            # (1) per environment: log-ratios, their sum, and per-environment broadcasts.
-            for e in range(nb):
-                joint = zero
-                for i in range(N):
-                    li = lt_t[e * N + i] - lb_t[e * N + i]
-                    if has_mask and mask_t[e * N + i] == 0:
-                        li = zero  # a dead or masked agent has ratio 1
-                    l[e * N + i] = li
-                    joint += li
-                ndv = zero if d_t[e] != 0 else one
-                rwv = r_t[e]
-                if code == 4:
-                    pv = math.exp(joint)  # full: untruncated, may overflow to inf by design
-                elif code >= 2:
-                    pv = _exp_nonpos(min(zero, joint))
-                else:
-                    pv = one
-                for i in range(N):
-                    pj[e * N + i] = pv
-                    nd[e * N + i] = ndv
-                    rw[e * N + i] = rwv
-                if shared:
-                    ev = v_t[e]
-                    for i in range(N):
-                        e_cur[e * N + i] = ev
-            # (2) flat over the contiguous run (vectorised): exps, coefficients, recursion.
-            if not shared:
+            # (1) own log-ratios, flat (row views: indexing the 2-D arrays directly,
+            # lt[t, j0 + j], stops LLVM from vectorising and runs ~3x slower).
+            if has_mask:
                 for j in range(m):
-                    e_cur[j] = v_t[j]
-            for j in range(m):
-                w[j] = _exp_nonpos(min(zero, l[j]))
-            if code == 0:
-                for j in range(m):
-                    c[j] = one
-            elif code == 1:
-                for j in range(m):
-                    c[j] = w[j]
-            elif code == 2 or code == 4:
-                for j in range(m):
-                    c[j] = pj[j]
-            elif code == 3:
-                for j in range(m):
-                    c[j] = min(eta * w[j], pj[j])
+                    li = lt_t[j] - lb_t[j]
+                    l[j] = li if mask_t[j] != 0 else zero
             else:
                 for j in range(m):
-                    c[j] = min(_exp_nonpos(min(zero, l[j] + log_eta)), pj[j])
-            for j in range(m):
-                delta = rw[j] + gamma * nd[j] * e_next[j] - e_cur[j]
-                carried = c_next[j] * a_next[j]
-                carried = carried if nd[j] > zero else zero  # a done cuts; inf*0 never leaks
-                a = delta + gamma_lam * carried
-                adv_t[j] = a
-                vt_t[j] = e_cur[j] + w[j] * a
-                a_next[j] = a
-            c, c_next = c_next, c
-            e_cur, e_next = e_next, e_cur
+                    l[j] = lt_t[j] - lb_t[j]
+            # (2) per environment: the joint log-ratio (a sequential sum) and its factor.
+            if code >= 2:
+                for e in range(nb):
+                    s = zero
+                    for i in range(N):
+                        s += l[e * N + i]
+                    pj[e] = s
+                if code == 4:
+                    for e in range(nb):
+                        pj[e] = math.exp(pj[e])
+                else:
+                    for e in range(nb):
+                        pj[e] = _exp_nonpos(min(zero, pj[e]))
+                _broadcast(pj, pjb, nb, N)
+            # (3) per-environment numbers to per-element rows.
+            _broadcast(rewards[t, b0:b0 + nb], rwb, nb, N)
+            if shared:
+                _broadcast(values[t, b0:b0 + nb], evb, nb, N)
+                v_c = evb
+                v_n = enb
+            else:
+                v_c = values[t, j0:j0 + m]
+                v_n = values[t + 1, j0:j0 + m]
+            # (4) every element as if not done, one vectorised loop per correction (a
+            # constant ``code`` in each call, so the branch folds away) ...
+            if code == 0:
+                _recursion(0, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                           zero, one, gamma, gamma_lam, eta, log_eta)
+            elif code == 1:
+                _recursion(1, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                           zero, one, gamma, gamma_lam, eta, log_eta)
+            elif code == 2:
+                _recursion(2, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                           zero, one, gamma, gamma_lam, eta, log_eta)
+            elif code == 3:
+                _recursion(3, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                           zero, one, gamma, gamma_lam, eta, log_eta)
+            elif code == 4:
+                _recursion(4, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                           zero, one, gamma, gamma_lam, eta, log_eta)
+            else:
+                _recursion(5, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                           zero, one, gamma, gamma_lam, eta, log_eta)
+            # ... then the environments done at t again, with the cut (1 - d_t = 0: no
+            # bootstrap, no trace; never inf * 0). The same expressions as the
+            # loop with 1 - d_t in them, so results equal the per-element select.
+            for e in range(nb):
+                if d_t[e] != 0:
+                    for j in range(e * N, e * N + N):
+                        w, c = _coefficients(code, l[j], pjb[j], zero, one, eta, log_eta)
+                        ec = v_c[j]
+                        delta = rwb[j] + gamma * zero * v_n[j] - ec
+                        a = delta + gamma_lam * zero
+                        adv_t[j] = a
+                        vt_t[j] = ec + w * a
+                        ca[j] = c * a
+            if shared:
+                evb, enb = enb, evb
 
 
 @njit(parallel=True, cache=True)
