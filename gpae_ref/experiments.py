@@ -36,6 +36,10 @@ PAPER_STEPS = 10_000_000
 PAPER_SEEDS = (0, 1, 2, 3, 4)
 CKPT_DIR = "ckpt"
 CKPT_FILE = "state.safetensors"
+# jax 0.10.2 on CPU: with XNNPACK fusions on, the init of the Q-critic learner (32 envs, hidden 64,
+# 3 seeds vmapped) and a 3s5z update hung for good (every thread idle in BlockUntilReady);
+# with this flag they run. The CLI adds it to XLA_FLAGS unless --xnnpack is given.
+XNNPACK_OFF = "--xla_cpu_use_xnnpack=false"
 
 
 # ----------------------------------------------------------------- definitions
@@ -426,6 +430,10 @@ def _train_variant(exp, scale_name, variant, vdir, config, record, max_chunks, c
         for s in seeds:  # rows without a checkpoint cannot be continued: start over
             seed_csv(vdir, s).unlink(missing_ok=True)
         state, u = init(keys), 0
+    # Wait for init (or the load) before compiling and dispatching the update: a run
+    # that was dispatched while another program was still executing hung twice in the
+    # XLA CPU runtime (jax 0.10.2, 2 cores: every thread idle, BlockUntilReady forever).
+    state = jax.block_until_ready(state)
     every = eval_every(config, scale)
     log(f"{exp.name}/{variant.name} ({scale_name}): {config.scenario} {total} updates x "
         f"{config.steps_per_update} env steps x {len(seeds)} seeds, eval every {every}.")
@@ -434,7 +442,7 @@ def _train_variant(exp, scale_name, variant, vdir, config, record, max_chunks, c
     while u < total and (max_chunks is None or chunks < max_chunks):
         n = min(every - u % every, total - u)
         t0 = time.perf_counter()
-        state, metrics = run(state, n)
+        state, metrics = jax.block_until_ready(run(state, n))
         ev = jax.device_get(evaluate(state))
         metrics = jax.device_get(metrics)
         u += n
@@ -496,6 +504,17 @@ class Curve:
     wall_s: float
     updates: int
     num_updates: int
+    walls: Any = None  # [P] cumulative wall seconds at each evaluation point
+
+    def chunk_rate(self) -> float | None:
+        """Median env-steps/s (all seeds) over chunks after the first (which includes compilation)."""
+        import numpy as np
+
+        if self.walls is None or len(self.walls) < 3:
+            return None
+        d_steps, d_wall = np.diff(self.steps)[1:], np.diff(self.walls)[1:]
+        ok = d_wall > 0
+        return float(np.median(self.win.shape[0] * d_steps[ok] / d_wall[ok])) if ok.any() else None
 
 
 def load_curve(vdir: Path, seeds, num_updates: int) -> Curve | None:
@@ -514,7 +533,8 @@ def load_curve(vdir: Path, seeds, num_updates: int) -> Curve | None:
     steps = np.array([float(r["env_steps"]) for r in per_seed[0][:p]])
     win = np.array([[float(r["eval_win_rate"]) for r in rows[:p]] for rows in per_seed])
     updates = int(per_seed[0][p - 1]["update"])
-    return Curve(vdir.name, steps, win, float(per_seed[0][p - 1]["wall_s"]), updates, num_updates)
+    walls = np.array([float(r["wall_s"]) for r in per_seed[0][:p]])
+    return Curve(vdir.name, steps, win, float(walls[-1]), updates, num_updates, walls)
 
 
 def steps_to(curve: Curve, level: float) -> float | None:
@@ -565,6 +585,10 @@ def plot_experiment(exp: Experiment, scale_name: str, root, png_path: Path) -> b
     return True
 
 
+def _fmt_rate(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
 def _fmt_steps(x: float | None) -> str:
     return "not reached" if x is None else f"{x / 1e6:.2f}M"
 
@@ -573,10 +597,12 @@ def experiment_table(exp: Experiment, scale_name: str, root) -> str:
     """Markdown table: final greedy win rate (mean ± std, min-max), steps to 50%/80%, progress, wall.
 
     Wall time is the whole vmapped program's (all seeds together, compilation
-    included); env-steps/s is all seeds' env steps over that wall time.
+    included); env-steps/s is all seeds' env steps over that wall time, and the median
+    over evaluation chunks after the first (no compilation in it).
     """
     head = ("| variant | map | K | final greedy win % (mean ± std) | min-max | steps to 50% | steps to 80% "
-            "| env steps done | wall | env-steps/s | paper (1e7, 5 seeds) |\n|---|---|---|---|---|---|---|---|---|---|---|")
+            "| env steps done | wall | env-steps/s overall / median chunk | paper (1e7, 5 seeds) |"
+            "\n|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for v, cfg, cur in experiment_curves(exp, scale_name, root):
         paper = dict(v.paper).get(cfg.scenario)
@@ -591,7 +617,8 @@ def experiment_table(exp: Experiment, scale_name: str, root) -> str:
             f"| {v.name} | {cfg.scenario} | {cfg.reuse} | {final.mean():.1f} ± {final.std():.1f}{partial} | "
             f"{final.min():.0f}-{final.max():.0f} | {_fmt_steps(steps_to(cur, 0.5))} | "
             f"{_fmt_steps(steps_to(cur, 0.8))} | {cur.steps[-1] / 1e6:.2f}M / {cfg.total_steps / 1e6:.2f}M | "
-            f"{cur.wall_s / 60:.1f} min | {cur.win.shape[0] * cur.steps[-1] / max(cur.wall_s, 1e-9):,.0f} | {paper} |")
+            f"{cur.wall_s / 60:.1f} min | {cur.win.shape[0] * cur.steps[-1] / max(cur.wall_s, 1e-9):,.0f} / "
+            f"{_fmt_rate(cur.chunk_rate())} | {paper} |")
     return "\n".join(lines)
 
 
@@ -684,12 +711,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc", default="docs/results.md", help="report: the document to update")
     p.add_argument("--figures", default="docs/figures", help="report: figure folder")
     p.add_argument("--max-chunks", type=int, default=None, help="stop each variant after this many chunks")
+    p.add_argument("--xnnpack", action="store_true",
+                   help=f"keep XLA's XNNPACK CPU fusions (default: add {XNNPACK_OFF} to XLA_FLAGS; see docs)")
     return p
+
+
+def xla_flags(current: str, xnnpack: bool) -> str:
+    """XLA_FLAGS for a run: ``current`` plus XNNPACK off, unless asked to keep it or already set."""
+    if xnnpack or "xla_cpu_use_xnnpack" in current:
+        return current
+    return f"{current} {XNNPACK_OFF}".strip()
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Read by XLA when jax creates its CPU client (first use, after this line); CLI only, never at import.
+    os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""), args.xnnpack)
     if args.list or not args.name:
         print("\n\n".join(describe(e) for e in experiments().values()))
         return 0

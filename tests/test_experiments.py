@@ -7,8 +7,8 @@ through the runner's ``cache`` so the whole file stays well under a minute.
 
 from __future__ import annotations
 
-import dataclasses
 import csv
+import dataclasses
 
 import pytest
 
@@ -152,3 +152,10 @@ def test_list_cli(capsys):
     out = capsys.readouterr().out
     for name in ("pilot", "main", "ablation", "eta", "reuse", "hard"):
         assert name in out
+
+
+def test_xla_flags_turn_xnnpack_off_unless_asked():
+    assert ex.xla_flags("", False) == ex.XNNPACK_OFF
+    assert ex.xla_flags("--foo=1", False) == f"--foo=1 {ex.XNNPACK_OFF}"
+    assert ex.xla_flags("--foo=1", True) == "--foo=1"
+    assert ex.xla_flags("--xla_cpu_use_xnnpack=true", False) == "--xla_cpu_use_xnnpack=true"
