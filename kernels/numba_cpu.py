@@ -50,8 +50,10 @@ _DT_SMALL_ETA = 5  # dt with eta < 1: needs a second exp per element (see _gpae_
 PARALLEL_MIN_ELEMENTS = 1 << 18
 
 #: Target size of one block's contiguous run at one step, in elements: the
-#: per-block scratch (about eight such rows) then stays in L2.
-_BLOCK_ELEMENTS = 2048
+#: per-block scratch (four to six such rows, 128-192 KB in float32) then stays in
+#: L2. Longer runs per step are kinder to the hardware prefetcher (each step jumps
+#: a whole [B, N] row back): 8192 ran ~12% faster than 2048 at B = 8192 here.
+_BLOCK_ELEMENTS = 8192
 
 # Bound of _exp_nonpos_f32, checked in tests/test_backends.py against float64 exp:
 # relative error <= EXP_F32_MAX_ULP units in the last place for x in [_EXP_F32_MIN_X, 0];
