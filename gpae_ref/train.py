@@ -23,7 +23,7 @@ from pathlib import Path
 
 PRESETS = {
     # The README's main job: GPAE on 3m in about 10 minutes on 2 CPU cores (see docs/learner.md).
-    "demo": dict(scenario="3m", advantage="gpae", total_steps=1_048_576),
+    "demo": dict(scenario="3m", advantage="gpae", total_steps=655_360),
     # The authors' budget (1e7 steps); hours on a CPU.
     "paper": dict(total_steps=10_000_000),
 }
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder's files")
-    p.add_argument("--eval-every", type=int, default=20, help="updates between greedy evaluations (default 20; 0 = never, not even at the end)")
+    p.add_argument("--eval-every", type=int, default=10, help="updates between greedy evaluations (default 10; 0 = never, not even at the end)")
     p.add_argument("--checkpoint-every", type=int, default=20, help="updates between checkpoints (default 20)")
     p.add_argument("--chunk", type=int, default=5, help="updates per jitted call / progress refresh (default 5)")
     p.add_argument("--max-updates", type=int, default=None,

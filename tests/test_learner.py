@@ -63,7 +63,8 @@ def test_coma_run_with_reuse(tmp_path):
 
 
 def test_gpae_run_resume_and_on_policy_traces(tmp_path):
-    """Stop after 2 updates, fake a row written after the checkpoint, resume: rows 1..4 once each.
+    """Stop after 2 updates, fake a row written after the checkpoint, resume: rows 1..4 once each,
+    equal to an uninterrupted run's.
 
     Also on-policy (K = 1): every ratio and every DT-ISR trace is exactly 1.
     """
@@ -78,6 +79,11 @@ def test_gpae_run_resume_and_on_policy_traces(tmp_path):
         w.writerow({**rows[-1], "update": 3})
     assert main(["--resume", str(run), "--no-progress"], trainers=trainers) == 0
     rows = _check_run(run, 4, evals=2)
+    # Same numbers as an uninterrupted run (same compiled functions: no extra compilation).
+    assert main(args[:-1] + ["straight"], trainers=trainers) == 0
+    straight = _rows(tmp_path / "straight")
+    for col in LOSS_COLUMNS + ("train_win_rate", "eval_win_rate", "env_steps"):
+        assert [r[col] for r in rows] == [r[col] for r in straight], col
     for r in rows:
         assert float(r["trace_mean"]) == 1.0 and float(r["trace_truncated"]) == 0.0
         assert float(r["own_ratio_max"]) == 1.0 and float(r["others_ratio_max"]) == 1.0
