@@ -36,10 +36,13 @@ PAPER_STEPS = 10_000_000
 PAPER_SEEDS = (0, 1, 2, 3, 4)
 CKPT_DIR = "ckpt"
 CKPT_FILE = "state.safetensors"
-# jax 0.10.2 on CPU: with XNNPACK fusions on, the init of the Q-critic learner (32 envs, hidden 64,
-# 3 seeds vmapped) and a 3s5z update hung for good (every thread idle in BlockUntilReady);
-# with this flag they run. The CLI adds it to XLA_FLAGS unless --xnnpack is given.
-XNNPACK_OFF = "--xla_cpu_use_xnnpack=false"
+# jax 0.10.2 on a loaded 2-core CPU: the first execution of some programs (the Q-critic learner's
+# init at 32 envs, hidden 64, 3 seeds vmapped; a 3s5z update) hung for good, every thread idle in
+# BlockUntilReady. XNNPACK off alone did not cure it under load; these three together did (5 of 5
+# tries). CPU-only flags (a GPU ignores them); the CLI adds each one not already in XLA_FLAGS
+# unless --xla-defaults is given.
+SAFE_CPU_FLAGS = ("--xla_cpu_use_xnnpack=false", "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+                  "--xla_cpu_multi_thread_eigen=false")
 
 
 # ----------------------------------------------------------------- definitions
@@ -711,23 +714,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc", default="docs/results.md", help="report: the document to update")
     p.add_argument("--figures", default="docs/figures", help="report: figure folder")
     p.add_argument("--max-chunks", type=int, default=None, help="stop each variant after this many chunks")
-    p.add_argument("--xnnpack", action="store_true",
-                   help=f"keep XLA's XNNPACK CPU fusions (default: add {XNNPACK_OFF} to XLA_FLAGS; see docs)")
+    p.add_argument("--xla-defaults", action="store_true",
+                   help="do not add " + " ".join(SAFE_CPU_FLAGS) + " to XLA_FLAGS (see docs/results.md)")
     return p
 
 
-def xla_flags(current: str, xnnpack: bool) -> str:
-    """XLA_FLAGS for a run: ``current`` plus XNNPACK off, unless asked to keep it or already set."""
-    if xnnpack or "xla_cpu_use_xnnpack" in current:
+def xla_flags(current: str, keep_defaults: bool) -> str:
+    """XLA_FLAGS for a run: ``current`` plus each of SAFE_CPU_FLAGS whose name it does not set."""
+    if keep_defaults:
         return current
-    return f"{current} {XNNPACK_OFF}".strip()
+    extra = [f for f in SAFE_CPU_FLAGS if f.split("=")[0] not in current]
+    return " ".join([current, *extra]).strip()
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Read by XLA when jax creates its CPU client (first use, after this line); CLI only, never at import.
-    os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""), args.xnnpack)
+    os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""), args.xla_defaults)
     if args.list or not args.name:
         print("\n\n".join(describe(e) for e in experiments().values()))
         return 0

@@ -154,8 +154,10 @@ def test_list_cli(capsys):
         assert name in out
 
 
-def test_xla_flags_turn_xnnpack_off_unless_asked():
-    assert ex.xla_flags("", False) == ex.XNNPACK_OFF
-    assert ex.xla_flags("--foo=1", False) == f"--foo=1 {ex.XNNPACK_OFF}"
+def test_xla_flags_add_the_safe_cpu_flags_unless_asked():
+    safe = " ".join(ex.SAFE_CPU_FLAGS)
+    assert ex.xla_flags("", False) == safe
+    assert ex.xla_flags("--foo=1", False) == f"--foo=1 {safe}"
     assert ex.xla_flags("--foo=1", True) == "--foo=1"
-    assert ex.xla_flags("--xla_cpu_use_xnnpack=true", False) == "--xla_cpu_use_xnnpack=true"
+    mine = "--xla_cpu_use_xnnpack=true"
+    assert ex.xla_flags(mine, False) == " ".join([mine, *ex.SAFE_CPU_FLAGS[1:]])
