@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test,smax]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# The main job: train GPAE on SMAX 3m (about 10 minutes on 2 CPU cores), then
+# The main job: train GPAE on SMAX 3m (about 5 minutes on 2 CPU cores), then
 # print the final greedy win rate and where the curve is.
 demo: $(STAMP)
 	$(PY) -m gpae_ref.train --preset demo --overwrite

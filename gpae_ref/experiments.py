@@ -31,18 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from gpae_ref._xla_flags import SAFE_CPU_FLAGS, xla_flags
+
 SCALES = ("tiny", "local", "paper")
 PAPER_STEPS = 10_000_000
 PAPER_SEEDS = (0, 1, 2, 3, 4)
 CKPT_DIR = "ckpt"
 CKPT_FILE = "state.safetensors"
-# jax 0.10.2 on a loaded 2-core CPU: the first execution of some programs (the Q-critic learner's
-# init at 32 envs, hidden 64, 3 seeds vmapped; a 3s5z update) hung for good, every thread idle in
-# BlockUntilReady. XNNPACK off alone did not cure it under load; these three together did (5 of 5
-# tries). CPU-only flags (a GPU ignores them); the CLI adds each one not already in XLA_FLAGS
-# unless --xla-defaults is given.
-SAFE_CPU_FLAGS = ("--xla_cpu_use_xnnpack=false", "--xla_cpu_enable_concurrency_optimized_scheduler=false",
-                  "--xla_cpu_multi_thread_eigen=false")
+
 
 
 # ----------------------------------------------------------------- definitions
@@ -305,23 +301,10 @@ def make_vmapped(trainer) -> tuple[Callable, Callable, Callable]:
     """
     import jax
 
-    init = jax.jit(lambda keys: strong_types(jax.vmap(trainer.init_fn)(keys)))
+    init = jax.jit(jax.vmap(trainer.init_fn))
     run = jax.jit(lambda s, n: jax.vmap(lambda x: trainer.scan_updates(x, n))(s), static_argnums=1)
     evaluate = jax.jit(jax.vmap(trainer.evaluate_fn))
     return init, run, evaluate
-
-
-def strong_types(tree):
-    """Drop weak types from every leaf.
-
-    jaxmarl's reset returns a weakly typed int leaf (the heuristic enemy's
-    ``last_attacked_enemy``) that a step makes strong; without this the second
-    chunk of every on-policy run would compile the whole update again.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=x.dtype), tree)
 
 
 def seed_keys(seeds):
@@ -717,14 +700,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xla-defaults", action="store_true",
                    help="do not add " + " ".join(SAFE_CPU_FLAGS) + " to XLA_FLAGS (see docs/results.md)")
     return p
-
-
-def xla_flags(current: str, keep_defaults: bool) -> str:
-    """XLA_FLAGS for a run: ``current`` plus each of SAFE_CPU_FLAGS whose name it does not set."""
-    if keep_defaults:
-        return current
-    extra = [f for f in SAFE_CPU_FLAGS if f.split("=")[0] not in current]
-    return " ".join([current, *extra]).strip()
 
 
 def main(argv=None) -> int:

@@ -16,10 +16,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import time
 from pathlib import Path
+
+from gpae_ref._xla_flags import SAFE_CPU_FLAGS, xla_flags
 
 PRESETS = {
     # The README's main job: GPAE on 3m in about 10 minutes on 2 CPU cores (see docs/learner.md).
@@ -57,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-updates", type=int, default=None,
                    help="stop (with a checkpoint) after this many updates in this invocation; continue with --resume")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+    p.add_argument("--xla-defaults", action="store_true",
+                   help="do not add " + " ".join(SAFE_CPU_FLAGS) + " to XLA_FLAGS (see docs/results.md)")
     return p
 
 
@@ -104,6 +109,8 @@ def main(argv=None, *, trainers: dict | None = None) -> int:
         if getattr(args, flag) is not None and getattr(args, flag) < (0 if flag == "eval_every" else 1):
             parser.error(f"--{flag.replace('_', '-')} must be >= {0 if flag == 'eval_every' else 1}")
     evaluating = args.eval_every > 0
+    # Read by XLA when jax first creates its CPU client (below); CLI only, never at import.
+    os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""), args.xla_defaults)
 
     import jax
     import numpy as np

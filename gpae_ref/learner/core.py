@@ -380,7 +380,10 @@ def make_train(config: LearnerConfig) -> Trainer:
         )
         if K > 1:
             state, _ = jax.lax.scan(lambda s, _: (collect(s)[0], None), state, None, K - 1)
-        return state
+        # jaxmarl's reset returns a weakly typed leaf (the heuristic enemy's
+        # last_attacked_enemy) that a step makes strong: without this cast the
+        # second call of run_updates would compile the whole update again.
+        return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=x.dtype), state)
 
     # ---------------------------------------------------------------- evaluate
     def evaluate_fn(state: LearnerState) -> EvalMetrics:
