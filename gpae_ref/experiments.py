@@ -169,8 +169,9 @@ def _reuse() -> Experiment:
 
 
 def _hard() -> Experiment:
-    # The paper's headline map at the paper's budget; 2 seeds even "locally" (many CPU hours).
-    hard = Scale(PAPER_STEPS, (0, 1), evals=40)
+    # The paper's headline map at the paper's budget; 2 seeds even "locally" (many CPU hours), with
+    # the CPU-sized learner of the other local experiments (more updates per env step, comparable).
+    hard = Scale(PAPER_STEPS, (0, 1), LOCAL_BASE, evals=40)
     return Experiment(
         name="hard", version=1,
         question="5m_vs_6m at 1e7 steps: MAPPO vs GPAE with reuse.",
@@ -288,7 +289,7 @@ class VariantOutcome:
     """What ``run_variant`` did."""
 
     variant: str
-    status: str  # "done" (already finished: nothing run), "finished", "stopped"
+    status: str  # "done" (already finished: nothing run), "copied" (a twin's results), "finished", "stopped"
     updates: int
     num_updates: int
     wall_s: float
@@ -342,11 +343,79 @@ def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, 
         wall = _final_wall(vdir, seeds)
         log(f"{exp.name}/{variant.name} ({scale_name}): done ({total} updates x {len(seeds)} seeds); skipping.")
         return VariantOutcome(variant.name, "done", total, total, wall)
+    twin = None if _has_progress(vdir, seeds) else find_twin(Path(root), vdir, record,
+                                                            eval_updates(total, eval_every(config, scale)))
+    if twin is not None:
+        copy_twin(twin, vdir, record, seeds)
+        log(f"{exp.name}/{variant.name} ({scale_name}): the same learner config and seeds already ran as "
+            f"{twin.parent.name}/{twin.name}: copied its results (nothing trained).")
+        return VariantOutcome(variant.name, "copied", total, total, _final_wall(vdir, seeds))
 
     vdir.mkdir(parents=True, exist_ok=True)
     (vdir / CKPT_DIR).mkdir(exist_ok=True)
     with _variant_lock(vdir):
         return _train_variant(exp, scale_name, variant, vdir, config, record, max_chunks, cache, log)
+
+
+def eval_updates(total: int, every: int) -> list[int]:
+    """The updates after which ``_train_variant`` evaluates: every ``every``-th, and the last."""
+    return sorted({*range(every, total + 1, every), total})
+
+
+def _has_progress(vdir: Path, seeds) -> bool:
+    return (vdir / CKPT_DIR / CKPT_FILE).exists() or any(last_update(seed_csv(vdir, s)) > 0 for s in seeds)
+
+
+def find_twin(root: Path, vdir: Path, record: dict, evals: list[int]) -> Path | None:
+    """A finished variant folder under ``root`` that ran exactly this learner config and these seeds.
+
+    Experiments share settings on purpose (ablation ``dt``, eta ``1.02`` and reuse
+    ``gpae-K2`` are all main's ``gpae-K2``); a twin must match the whole
+    ``LearnerConfig`` (map, budget, every hyperparameter), the seed list and the
+    evaluation schedule, and must not itself be a copy, so its rows are exactly
+    what this variant would have written (seed ``k`` starts from ``PRNGKey(k)``
+    in either case).
+    """
+    for path in sorted(root.glob("*/*/run.json")):
+        src = path.parent
+        if src.resolve() == vdir.resolve():
+            continue
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if old.get("copied_from") or old.get("config") != record["config"] or old.get("seeds") != record["seeds"]:
+            continue
+        if all(_eval_rows_updates(seed_csv(src, s)) == evals for s in record["seeds"]):
+            return src  # the last evaluation is the last update: the twin is finished
+    return None
+
+
+def _eval_rows_updates(csv_path: Path) -> list[int]:
+    from gpae_ref.learner.logbook import read_rows
+
+    return [int(r["update"]) for r in read_rows(csv_path) if r.get("eval_win_rate") not in ("", None)]
+
+
+def copy_twin(src: Path, vdir: Path, record: dict, seeds) -> None:
+    """Copy ``src``'s per-seed CSVs into ``vdir``; run.json says where they came from."""
+    import shutil
+
+    vdir.mkdir(parents=True, exist_ok=True)
+    for s in seeds:
+        shutil.copyfile(seed_csv(src, s), seed_csv(vdir, s))
+    machine = json.loads((src / "run.json").read_text()).get("machine")
+    origin = f"{src.parent.name}/{src.name}"
+    (vdir / "run.json").write_text(json.dumps({**record, "machine": machine, "copied_from": origin},
+                                              indent=1) + "\n")
+
+
+def copied_from(vdir: Path) -> str | None:
+    """The ``<exp>/<variant>`` whose results ``vdir`` holds a copy of (None if trained here)."""
+    path = vdir / "run.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get("copied_from")
 
 
 class _variant_lock:
@@ -591,16 +660,18 @@ def experiment_table(exp: Experiment, scale_name: str, root) -> str:
             "\n|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for v, cfg, cur in experiment_curves(exp, scale_name, root):
+        twin = copied_from(Path(root) / exp_dirname(exp, scale_name) / v.name)
+        name = v.name if twin is None else f"{v.name} (same run as {twin})"
         paper = dict(v.paper).get(cfg.scenario)
         paper = "-" if paper is None else f"{paper:.1f}%"
         if cur is None:
-            lines.append(f"| {v.name} | {cfg.scenario} | {cfg.reuse} | not run | | | | 0 / "
+            lines.append(f"| {name} | {cfg.scenario} | {cfg.reuse} | not run | | | | 0 / "
                          f"{cfg.total_steps / 1e6:.2f}M | | | {paper} |")
             continue
         final = cur.win[:, -1] * 100
         partial = "" if cur.updates >= cur.num_updates else f" (partial: {cur.updates}/{cur.num_updates} updates)"
         lines.append(
-            f"| {v.name} | {cfg.scenario} | {cfg.reuse} | {final.mean():.1f} ± {final.std():.1f}{partial} | "
+            f"| {name} | {cfg.scenario} | {cfg.reuse} | {final.mean():.1f} ± {final.std():.1f}{partial} | "
             f"{final.min():.0f}-{final.max():.0f} | {_fmt_steps(steps_to(cur, 0.5))} | "
             f"{_fmt_steps(steps_to(cur, 0.8))} | {cur.steps[-1] / 1e6:.2f}M / {cfg.total_steps / 1e6:.2f}M | "
             f"{cur.wall_s / 60:.1f} min | {cur.win.shape[0] * cur.steps[-1] / max(cur.wall_s, 1e-9):,.0f} / "

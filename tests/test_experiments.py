@@ -103,6 +103,34 @@ def test_interrupted_run_resumes_without_duplicate_or_missing_rows(full_run, tmp
         assert _numbers(resumed) == _numbers(full)
 
 
+def test_same_config_in_another_experiment_copies_the_finished_run(full_run, tmp_path, monkeypatch):
+    root, _ = full_run
+    twin_exp = dataclasses.replace(TINY_EXP, name="unit2", variants=(ex.Variant("dt", (("advantage", "gpae"),
+                                                                                     ("correction", "dt"))),))
+    other = ex.Variant("gae", (("advantage", "gae"),))
+
+    def boom(*a, **k):
+        raise AssertionError("make_train called although a twin had finished")
+
+    monkeypatch.setattr("gpae_ref.learner.core.make_train", boom)
+    out = ex.run_variant(twin_exp, "tiny", twin_exp.variants[0], root, cache={}, log=lambda m: None)
+    assert out.status == "copied" and out.updates == out.num_updates
+    src, dst = root / "unit-tiny" / "gpae", root / "unit2-tiny" / "dt"
+    for s in SEEDS:
+        assert (dst / f"seed{s}.csv").read_text() == (src / f"seed{s}.csv").read_text()
+    assert ex.copied_from(dst) == "unit-tiny/gpae" and ex.copied_from(src) is None
+    assert ex.run_variant(twin_exp, "tiny", twin_exp.variants[0], root, log=lambda m: None).status == "done"
+    # A different learner config, or an unfinished twin, is not a twin.
+    cfg = ex.variant_config(TINY_EXP, "tiny", other)
+    record = ex._run_record(TINY_EXP, "tiny", other, cfg, SEEDS)
+    evals = ex.eval_updates(cfg.num_updates, ex.eval_every(cfg, ex.TINY))
+    assert ex.find_twin(root, tmp_path / "x", record, evals) is None
+    cfg = ex.variant_config(TINY_EXP, "tiny", VARIANT)
+    record = ex._run_record(TINY_EXP, "tiny", VARIANT, cfg, SEEDS)
+    assert ex.find_twin(root, tmp_path / "x", record, [2, 4]) == src
+    assert ex.find_twin(root, tmp_path / "x", record, [2, 4, 6]) is None
+
+
 def test_changed_definition_is_refused(full_run):
     root, _ = full_run
     changed = dataclasses.replace(TINY_EXP, version=2)
