@@ -16,6 +16,11 @@ A finished variant is skipped (nothing is compiled or trained); a partial one
 resumes from its checkpoint, dropping CSV rows written after it, so a long
 experiment can run in several sittings. Each seed ``k`` starts from
 ``jax.random.PRNGKey(k)``, as ``python -m gpae_ref.train --seed k`` does.
+Experiments share settings on purpose (ablation ``dt``, eta ``1.02`` and
+reuse ``gpae-K2`` are main's ``gpae-K2``): a variant whose whole learner
+config, seeds and evaluation schedule equal a finished run elsewhere under the
+results folder copies that run's CSVs instead of training it again, and its
+run.json names the origin (``copied_from``).
 """
 
 from __future__ import annotations
