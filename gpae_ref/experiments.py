@@ -684,6 +684,34 @@ def experiment_table(exp: Experiment, scale_name: str, root) -> str:
     return "\n".join(lines)
 
 
+def trace_table(exp: Experiment, scale_name: str, root) -> str | None:
+    """Markdown table of how much the trace correction acted, per GPAE variant with reuse (None if none).
+
+    From the learner's per-update columns, over all updates and seeds: the mean
+    trace c^i and the fraction of traces below 1 on all kept data (fresh data
+    included, where every ratio is 1 at the update's start), and the median over
+    updates of the largest own and others' ratio (rho^i, rho^-i).
+    """
+    import numpy as np
+
+    from gpae_ref.learner.logbook import read_rows
+
+    lines = ["| variant | correction | eta | mean trace c | share of c < 1 | median max rho^i "
+             "| median max rho^-i |", "|---|---|---|---|---|---|---|"]
+    for v, cfg, _ in experiment_curves(exp, scale_name, root):
+        if cfg.advantage != "gpae" or cfg.reuse < 2:
+            continue
+        vdir = Path(root) / exp_dirname(exp, scale_name) / v.name
+        rows = [r for s in exp.scale(scale_name).seeds for r in read_rows(seed_csv(vdir, s))]
+        if not rows:
+            continue
+        col = lambda k: np.array([float(r[k]) for r in rows])  # noqa: E731 - local shorthand
+        lines.append(f"| {v.name} | {cfg.correction} | {cfg.eta} | {col('trace_mean').mean():.3f} | "
+                     f"{col('trace_truncated').mean():.3f} | {np.median(col('own_ratio_max')):.2f} | "
+                     f"{np.median(col('others_ratio_max')):.2f} |")
+    return "\n".join(lines) if len(lines) > 2 else None
+
+
 def command_for(exp: Experiment, scale_name: str) -> str:
     scale = "" if scale_name == "local" else f" --scale {scale_name}"
     return f"python -m gpae_ref.experiments {exp.name}{scale}"
@@ -710,6 +738,10 @@ def report_section(exp: Experiment, scale_name: str, root, figures: Path, doc_di
     if has_fig:
         lines += [f"![{dname}]({os.path.relpath(png, doc_dir)})", ""]
     lines.append(experiment_table(exp, scale_name, root))
+    traces = trace_table(exp, scale_name, root)
+    if traces:
+        lines += ["", "How much the trace correction acted (GPAE variants with reuse; over all updates "
+                  "and seeds of each run):", "", traces]
     return "\n".join(lines)
 
 

@@ -175,6 +175,24 @@ def test_report_writes_tables_and_figure(full_run, tmp_path):
     assert (tmp_path / "fig" / "unit-tiny.png").exists()
 
 
+def test_trace_table_summarises_the_correction_of_reused_gpae_runs(full_run, tmp_path):
+    root, _ = full_run
+    assert ex.trace_table(TINY_EXP, "tiny", root) is None  # K=1: every trace is 1, nothing to show
+    from gpae_ref.learner.logbook import COLUMNS
+
+    reused = dataclasses.replace(TINY_EXP, name="k2", variants=(ex.Variant("dt", (("reuse", 2),)),))
+    vdir = tmp_path / "k2-tiny" / "dt"
+    vdir.mkdir(parents=True)
+    for s, (c, share) in zip(SEEDS, [(0.9, 0.5), (0.7, 0.3)]):
+        with open(vdir / f"seed{s}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS, restval="0")
+            w.writeheader()
+            w.writerow({"update": 1, "trace_mean": c, "trace_truncated": share,
+                        "own_ratio_max": 1.5, "others_ratio_max": 2.0})
+    table = ex.trace_table(reused, "tiny", tmp_path)
+    assert "| dt | dt | 1.02 | 0.800 | 0.400 | 1.50 | 2.00 |" in table
+
+
 def test_list_cli(capsys):
     assert ex.main(["--list"]) == 0
     out = capsys.readouterr().out
