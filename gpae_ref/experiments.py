@@ -654,15 +654,16 @@ def _fmt_steps(x: float | None) -> str:
 
 
 def experiment_table(exp: Experiment, scale_name: str, root) -> str:
-    """Markdown table: final greedy win rate (mean ± std, min-max), steps to 50%/80%, progress, wall.
+    """Markdown table: final greedy win rate (mean ± std, min-max), steps to 50%/80%, the mean over
+    all evaluation points (area under the curve: sample efficiency), progress, wall.
 
     Wall time is the whole vmapped program's (all seeds together, compilation
     included); env-steps/s is all seeds' env steps over that wall time, and the median
     over evaluation chunks after the first (no compilation in it).
     """
     head = ("| variant | map | K | final greedy win % (mean ± std) | min-max | steps to 50% | steps to 80% "
-            "| env steps done | wall | env-steps/s overall / median chunk | paper (1e7, 5 seeds) |"
-            "\n|---|---|---|---|---|---|---|---|---|---|---|")
+            "| mean over evals % | env steps done | wall | env-steps/s overall / median chunk "
+            "| paper (1e7, 5 seeds) |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for v, cfg, cur in experiment_curves(exp, scale_name, root):
         twin = copied_from(Path(root) / exp_dirname(exp, scale_name) / v.name)
@@ -670,15 +671,17 @@ def experiment_table(exp: Experiment, scale_name: str, root) -> str:
         paper = dict(v.paper).get(cfg.scenario)
         paper = "-" if paper is None else f"{paper:.1f}%"
         if cur is None:
-            lines.append(f"| {name} | {cfg.scenario} | {cfg.reuse} | not run | | | | 0 / "
+            lines.append(f"| {name} | {cfg.scenario} | {cfg.reuse} | not run | | | | | 0 / "
                          f"{cfg.total_steps / 1e6:.2f}M | | | {paper} |")
             continue
         final = cur.win[:, -1] * 100
+        auc = cur.win.mean(1) * 100  # per seed: the area under the curve, in win % (sample efficiency)
         partial = "" if cur.updates >= cur.num_updates else f" (partial: {cur.updates}/{cur.num_updates} updates)"
         lines.append(
             f"| {name} | {cfg.scenario} | {cfg.reuse} | {final.mean():.1f} ± {final.std():.1f}{partial} | "
             f"{final.min():.0f}-{final.max():.0f} | {_fmt_steps(steps_to(cur, 0.5))} | "
-            f"{_fmt_steps(steps_to(cur, 0.8))} | {cur.steps[-1] / 1e6:.2f}M / {cfg.total_steps / 1e6:.2f}M | "
+            f"{_fmt_steps(steps_to(cur, 0.8))} | {auc.mean():.1f} ± {auc.std():.1f} | "
+            f"{cur.steps[-1] / 1e6:.2f}M / {cfg.total_steps / 1e6:.2f}M | "
             f"{cur.wall_s / 60:.1f} min | {cur.win.shape[0] * cur.steps[-1] / max(cur.wall_s, 1e-9):,.0f} / "
             f"{_fmt_rate(cur.chunk_rate())} | {paper} |")
     return "\n".join(lines)
@@ -706,7 +709,8 @@ def trace_table(exp: Experiment, scale_name: str, root) -> str | None:
         if not rows:
             continue
         col = lambda k: np.array([float(r[k]) for r in rows])  # noqa: E731 - local shorthand
-        lines.append(f"| {v.name} | {cfg.correction} | {cfg.eta} | {col('trace_mean').mean():.3f} | "
+        eta = cfg.eta if cfg.correction == "dt" else "-"  # only DT-ISR reads eta
+        lines.append(f"| {v.name} | {cfg.correction} | {eta} | {col('trace_mean').mean():.3f} | "
                      f"{col('trace_truncated').mean():.3f} | {np.median(col('own_ratio_max')):.2f} | "
                      f"{np.median(col('others_ratio_max')):.2f} |")
     return "\n".join(lines) if len(lines) > 2 else None
