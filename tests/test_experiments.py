@@ -176,6 +176,7 @@ def test_documented_shared_runs_have_equal_configs():
         assert cfg(*a) == cfg(*b), (a, b)
     assert cfg("reuse4", "gpae-K4")[0] == cfg("reuse", "gpae-K4")[0]  # same config, other seeds
     assert cfg("reuse4", "gpae-K4")[1] != cfg("reuse", "gpae-K4")[1]
+    assert cfg("reuse4", "gpae-K4-none")[0] == cfg("ablation4", "none")[0]
 
 
 def test_report_writes_tables_and_figure(full_run, tmp_path):
