@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo oracle test bench clean
+.PHONY: demo oracle test bench clean env-authors test-authors
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,5 +31,28 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_estimators.py --write docs/performance.md
 	$(PY) benchmarks/bench_learner.py
 
+# The authors' SMAX (pip jaxmarl 0.0.7, the smax_env.py kim-seongmin/GPAE vendored) in a venv of its
+# own: 0.0.7 pins brax 0.10.3, mujoco 3.1.3, scipy <= 1.12 and numpy 1.26, so it cannot share .venv
+# (jaxmarl 0.2.0). jax 0.4.38 with flax 0.10.2 (0.10.4 fails inside nn.scan on that jax) and optax
+# 0.2.5 (the learner needs optax.tree); gymnax imports six without declaring it. See docs/learner.md (SMAX versions).
+AUTHORS_PYTHON ?= python3.11
+AUTHORS_VENV   ?= .venv-authors
+AUTHORS_PY     := $(AUTHORS_VENV)/bin/python
+AUTHORS_PINS   := jaxmarl==0.0.7 jax==0.4.38 jaxlib==0.4.38 flax==0.10.2 optax==0.2.5 six rich matplotlib safetensors
+AUTHORS_STAMP  := $(AUTHORS_VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+
+$(AUTHORS_STAMP): pyproject.toml
+	test -x $(AUTHORS_PY) || $(AUTHORS_PYTHON) -m venv $(AUTHORS_VENV)
+	$(AUTHORS_PY) -m pip install --quiet --upgrade pip
+	$(AUTHORS_PY) -m pip install --quiet -e ".[test]" $(AUTHORS_PINS)
+	rm -f $(AUTHORS_VENV)/.installed-* && touch $(AUTHORS_STAMP)
+
+env-authors: $(AUTHORS_STAMP)
+	$(AUTHORS_PY) -c "import importlib.metadata as m; print('jaxmarl', m.version('jaxmarl'), 'jax', m.version('jax'))"
+
+# The learner's SMAX tests on the authors' SMAX (jaxmarl 0.0.7).
+test-authors: $(AUTHORS_STAMP)
+	NUMBA_ENABLE_CUDASIM=1 $(AUTHORS_PY) -m pytest -q -p no:cacheprovider --hypothesis-profile=ci -m smax tests/test_learner.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(AUTHORS_VENV) build *.egg-info

@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 from gpae_ref._xla_flags import SAFE_CPU_FLAGS, xla_flags
 
-SCALES = ("tiny", "local", "paper")
+SCALES = ("tiny", "local", "paper", "authors")
 PAPER_STEPS = 10_000_000
 PAPER_SEEDS = (0, 1, 2, 3, 4)
 CKPT_DIR = "ckpt"
@@ -68,6 +68,8 @@ class Scale:
     """``LearnerConfig`` overrides for every variant at this scale (e.g. fewer envs on a CPU)."""
     evals: int = 20
     """Greedy evaluations per run (evenly spaced in updates; each is also a checkpoint)."""
+    smax: str | None = None
+    """jaxmarl version (its SMAX) this scale must run on, e.g. ``0.0.7`` (the authors'); None: any."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ PAPER = Scale(total_steps=PAPER_STEPS, seeds=PAPER_SEEDS, evals=40)
 # At the paper's budget the comparisons move to the paper's hard map, where its numbers are.
 PAPER_HARD = dataclasses.replace(PAPER, base=(("scenario", "5m_vs_6m"),))
 LOCAL_SEEDS = (0, 1, 2)
+AUTHORS_SMAX = "0.0.7"  # pip jaxmarl whose smax_env.py kim-seongmin/GPAE vendored (docs/learner.md)
 REUSE_K = 2  # "GPAE with reuse" in main/ablation/eta: chosen before the reuse sweep (see docs/results.md)
 
 
@@ -205,13 +208,16 @@ def _hard() -> Experiment:
     # The paper's headline map at the paper's budget; 2 seeds even "locally" (many CPU hours), with
     # the CPU-sized learner of the other local experiments (more updates per env step, comparable).
     hard = Scale(PAPER_STEPS, (0, 1), LOCAL_BASE, evals=40)
+    # The authors' settings (LearnerConfig's defaults: their rnn_smax.yaml) on the authors' SMAX
+    # (jaxmarl 0.0.7, `make env-authors`); hours per seed on a CPU: run one seed at a time (--seeds).
+    authors = Scale(PAPER_STEPS, (0, 1), evals=40, smax=AUTHORS_SMAX)
     return Experiment(
         name="hard", version=1,
         question="5m_vs_6m at 1e7 steps: MAPPO vs GPAE with reuse.",
         base=(("scenario", "5m_vs_6m"),),
         variants=(_v("mappo", PAPER_MAPPO, advantage="gae"),
                   _v(f"gpae-K{REUSE_K}", PAPER_GPAE, advantage="gpae", reuse=REUSE_K)),
-        scales=(("tiny", TINY), ("local", hard), ("paper", PAPER)),
+        scales=(("tiny", TINY), ("local", hard), ("paper", PAPER), ("authors", authors)),
     )
 
 
@@ -300,8 +306,15 @@ def machine_info() -> dict:
 
 
 def _run_record(exp: Experiment, scale_name: str, variant: Variant, config, seeds) -> dict:
+    from gpae_ref.learner.env import smax_version
+
     return {"experiment": exp.name, "version": exp.version, "scale": scale_name, "variant": variant.name,
-            "seeds": list(seeds), "config": config.to_dict()}
+            "seeds": list(seeds), "config": config.to_dict(), "smax": smax_version()}
+
+
+def record_smax(record: dict) -> str | None:
+    """The jaxmarl version a run.json's results used (older records: their machine's jaxmarl)."""
+    return record.get("smax") or (record.get("machine") or {}).get("jaxmarl")
 
 
 def _check_record(path: Path, record: dict) -> None:
@@ -314,6 +327,9 @@ def _check_record(path: Path, record: dict) -> None:
         raise ValueError(f"experiment: {path.parent} holds results of a different definition "
                          f"(version {old.get('version')} vs {record['version']}); move it away or "
                          f"bump the experiment's version.")
+    if record_smax(old) not in (None, "unknown", record["smax"]):
+        raise ValueError(f"experiment: {path.parent} holds results on SMAX from jaxmarl {record_smax(old)}, "
+                         f"this Python has {record['smax']}; run it with the Python of that version.")
 
 
 # -------------------------------------------------------------------- running
@@ -356,27 +372,30 @@ def _seed_slice(tree, i: int):
 
 
 def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, *,
-                max_chunks: int | None = None, cache: dict | None = None,
+                max_chunks: int | None = None, cache: dict | None = None, seeds=None,
                 log: Callable[[str], None] = print) -> VariantOutcome:
     """Train all seeds of one variant as one vmapped program, resuming from its checkpoint.
 
     ``max_chunks`` stops after that many evaluation chunks (a checkpoint is written
     after each), as an interruption would; the next call resumes. ``cache`` (a dict
     the caller owns) keeps the compiled functions per config between calls, so a
-    resume in the same process does not compile again.
+    resume in the same process does not compile again. ``seeds`` (a subset of the
+    scale's) trains only those, with a checkpoint of their own: a long scale can run
+    one seed at a time.
     """
     scale = exp.scale(scale_name)
     config = variant_config(exp, scale_name, variant)
-    seeds = scale.seeds
+    check_smax(scale, scale_name)
+    seeds = select_seeds(scale, seeds)
     vdir = Path(root) / exp_dirname(exp, scale_name) / variant.name
     total = config.num_updates
-    record = _run_record(exp, scale_name, variant, config, seeds)
+    record = _run_record(exp, scale_name, variant, config, scale.seeds)
     _check_record(vdir / "run.json", record)
     if is_finished(vdir, seeds, total):
         wall = _final_wall(vdir, seeds)
         log(f"{exp.name}/{variant.name} ({scale_name}): done ({total} updates x {len(seeds)} seeds); skipping.")
         return VariantOutcome(variant.name, "done", total, total, wall)
-    twin = None if _has_progress(vdir, seeds) else find_twin(Path(root), vdir, record,
+    twin = None if seeds != scale.seeds or _has_progress(vdir, seeds) else find_twin(Path(root), vdir, record,
                                                             eval_updates(total, eval_every(config, scale)))
     if twin is not None:
         copy_twin(twin, vdir, record, seeds)
@@ -387,7 +406,36 @@ def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, 
     vdir.mkdir(parents=True, exist_ok=True)
     (vdir / CKPT_DIR).mkdir(exist_ok=True)
     with _variant_lock(vdir):
-        return _train_variant(exp, scale_name, variant, vdir, config, record, max_chunks, cache, log)
+        return _train_variant(exp, scale_name, variant, vdir, config, record, seeds, max_chunks, cache, log)
+
+
+def select_seeds(scale: Scale, seeds) -> tuple[int, ...]:
+    """``seeds`` (None: all of the scale's) as a tuple; ValueError naming ``seeds`` if not the scale's."""
+    if seeds is None:
+        return scale.seeds
+    seeds = tuple(int(s) for s in seeds)
+    bad = [s for s in seeds if s not in scale.seeds]
+    if bad or not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: {list(seeds)} must be distinct seeds of the scale, {list(scale.seeds)}.")
+    return tuple(s for s in scale.seeds if s in seeds)  # the scale's order: one checkpoint name per set
+
+
+def ckpt_path(vdir: Path, scale: Scale, seeds) -> Path:
+    """The vmapped checkpoint of ``seeds``: ``state.safetensors`` for all the scale's seeds."""
+    if tuple(seeds) == tuple(scale.seeds):
+        return vdir / CKPT_DIR / CKPT_FILE
+    return vdir / CKPT_DIR / ("state-s" + "-".join(str(s) for s in seeds) + ".safetensors")
+
+
+def check_smax(scale: Scale, scale_name: str) -> None:
+    """ValueError naming ``scale`` if it needs another SMAX (jaxmarl) version than the one installed."""
+    from gpae_ref.learner.env import smax_version
+
+    have = smax_version()
+    if scale.smax is not None and have != scale.smax:
+        raise ValueError(f"scale: {scale_name!r} runs on SMAX from jaxmarl {scale.smax} (the authors'), "
+                         f"this Python has jaxmarl {have}; build it with `make env-authors` and run "
+                         f"this command with .venv-authors/bin/python.")
 
 
 def eval_updates(total: int, every: int) -> list[int]:
@@ -396,7 +444,7 @@ def eval_updates(total: int, every: int) -> list[int]:
 
 
 def _has_progress(vdir: Path, seeds) -> bool:
-    return (vdir / CKPT_DIR / CKPT_FILE).exists() or any(last_update(seed_csv(vdir, s)) > 0 for s in seeds)
+    return any((vdir / CKPT_DIR).glob("state*.safetensors")) or any(last_update(seed_csv(vdir, s)) > 0 for s in seeds)
 
 
 def find_twin(root: Path, vdir: Path, record: dict, evals: list[int]) -> Path | None:
@@ -417,7 +465,8 @@ def find_twin(root: Path, vdir: Path, record: dict, evals: list[int]) -> Path | 
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if old.get("copied_from") or old.get("config") != record["config"] or old.get("seeds") != record["seeds"]:
+        if old.get("copied_from") or old.get("config") != record["config"] or old.get("seeds") != record["seeds"] \
+                or record_smax(old) != record["smax"]:
             continue
         if all(_eval_rows_updates(seed_csv(src, s)) == evals for s in record["seeds"]):
             return src  # the last evaluation is the last update: the twin is finished
@@ -485,7 +534,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _train_variant(exp, scale_name, variant, vdir, config, record, max_chunks, cache, log) -> VariantOutcome:
+def _train_variant(exp, scale_name, variant, vdir, config, record, seeds, max_chunks, cache, log) -> VariantOutcome:
     """The body of ``run_variant`` once the variant's folder is locked."""
     import jax
     import numpy as np
@@ -495,9 +544,8 @@ def _train_variant(exp, scale_name, variant, vdir, config, record, max_chunks, c
     from gpae_ref.learner.core import make_train
 
     scale = exp.scale(scale_name)
-    seeds = scale.seeds
     total = config.num_updates
-    ckpt = vdir / CKPT_DIR / CKPT_FILE
+    ckpt = ckpt_path(vdir, scale, seeds)
     (vdir / "run.json").write_text(json.dumps({**record, "machine": machine_info()}, indent=1) + "\n")
     cache = {} if cache is None else cache
     if config not in cache:
@@ -570,14 +618,14 @@ def select_variants(exp: Experiment, names: str | None) -> tuple[Variant, ...]:
 
 
 def run_experiment(name: str, scale_name: str = "local", root="results", *, variants: str | None = None,
-                   max_chunks: int | None = None, cache: dict | None = None,
+                   max_chunks: int | None = None, cache: dict | None = None, seeds=None,
                    log: Callable[[str], None] = print) -> list[VariantOutcome]:
     """Run (or resume, or skip) every variant of experiment ``name`` at ``scale_name``."""
     exp = get_experiment(name)
     exp.scale(scale_name)
     if scale_name not in SCALES:
         raise ValueError(f"scale: unknown {scale_name!r}; known: {', '.join(SCALES)}.")
-    return [run_variant(exp, scale_name, v, Path(root), max_chunks=max_chunks, cache=cache, log=log)
+    return [run_variant(exp, scale_name, v, Path(root), max_chunks=max_chunks, cache=cache, seeds=seeds, log=log)
             for v in select_variants(exp, variants)]
 
 
@@ -612,9 +660,10 @@ def load_curve(vdir: Path, seeds, num_updates: int) -> Curve | None:
     from gpae_ref.learner.logbook import read_rows
 
     per_seed = []
-    for s in seeds:
+    for s in seeds:  # a seed not started yet (scales run one seed at a time) is left out
         rows = [r for r in read_rows(seed_csv(vdir, s)) if r["eval_win_rate"] not in ("", None)]
-        per_seed.append(rows)
+        if rows:
+            per_seed.append(rows)
     p = min((len(r) for r in per_seed), default=0)
     if p == 0:
         return None
@@ -837,6 +886,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc", default="docs/results.md", help="report: the document to update")
     p.add_argument("--figures", default="docs/figures", help="report: figure folder")
     p.add_argument("--max-chunks", type=int, default=None, help="stop each variant after this many chunks")
+    p.add_argument("--seeds", help="comma-separated subset of the scale's seeds to train now (default: all)")
     p.add_argument("--xla-defaults", action="store_true",
                    help="do not add " + " ".join(SAFE_CPU_FLAGS) + " to XLA_FLAGS (see docs/results.md)")
     return p
@@ -847,6 +897,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     # Read by XLA when jax creates its CPU client (first use, after this line); CLI only, never at import.
     os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""), args.xla_defaults)
+    if args.max_chunks is not None and args.max_chunks < 1:
+        parser.error(f"--max-chunks must be >= 1 (got {args.max_chunks}); leave it out to run to the end")
     if args.list or not args.name:
         print("\n\n".join(describe(e) for e in experiments().values()))
         return 0
@@ -857,8 +909,9 @@ def main(argv=None) -> int:
             path = report(args.root, args.doc, args.figures, args.scale)
             print(f"updated {path}")
             return 0
+        seeds = None if args.seeds is None else [int(x) for x in args.seeds.split(",") if x.strip()]
         outcomes = run_experiment(args.name, args.scale, args.root, variants=args.variants,
-                                  max_chunks=args.max_chunks, log=lambda m: print(m, flush=True))
+                                  max_chunks=args.max_chunks, seeds=seeds, log=lambda m: print(m, flush=True))
     except ValueError as e:
         parser.error(str(e))
     for o in outcomes:

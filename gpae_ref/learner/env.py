@@ -14,6 +14,16 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+def smax_version() -> str:
+    """The installed jaxmarl's version: whose SMAX this is (0.0.7: the authors'; docs/learner.md)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jaxmarl")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 # Settings of the authors' config (ENV_KWARGS); also jaxmarl MAPPO's.
 ENV_KWARGS = dict(see_enemy_actions=True, walls_cause_death=True, attack_mode="closest")
 
