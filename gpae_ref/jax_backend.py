@@ -13,24 +13,16 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from gpae_ref._validate import correction_row
 from gpae_ref.reference import GPAEOutput
 
 
 def trace_coefficients_jax(log_rho, *, correction: str, eta: float):
-    """c^i_t from log-ratios ``[T, B, N]``, all in log space (see reference)."""
+    """c^i_t from log-ratios ``[T, B, N]``: exp of the table's log-space formula (see reference)."""
+    row = correction_row(correction)
     joint = jnp.sum(log_rho, axis=-1, keepdims=True)
-    if correction == "none":
-        return jnp.ones_like(log_rho)
-    if correction == "it":
-        return jnp.exp(jnp.minimum(0.0, log_rho))
-    if correction == "st":
-        return jnp.broadcast_to(jnp.exp(jnp.minimum(0.0, joint)), log_rho.shape)
-    if correction == "dt":
-        others = joint - log_rho
-        return jnp.exp(jnp.minimum(0.0, log_rho + jnp.minimum(jnp.log(eta), others)))
-    if correction == "full":
-        return jnp.broadcast_to(jnp.exp(joint), log_rho.shape)
-    raise ValueError(f"correction must be one of none, it, st, dt, full; got {correction!r}.")
+    log_c = row.log_coefficient(log_rho, joint, jnp.log(eta), jnp)
+    return jnp.broadcast_to(jnp.exp(log_c), log_rho.shape)
 
 
 # Only the correction is static: gamma, lam and eta are traced scalars, so a new

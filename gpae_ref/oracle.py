@@ -36,8 +36,9 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import scipy.linalg
 
-#: Corrections whose trace coefficient the oracle knows (spec section 4).
-CORRECTIONS = ("none", "it", "st", "dt", "full")
+# CORRECTIONS is re-exported: the names of the one table of corrections (spec section 4).
+from gpae_ref._validate import CORRECTIONS, correction_row
+
 
 _TOL = 1e-9  # slack for "sums to 1" and "probability >= 0" checks
 
@@ -360,9 +361,9 @@ def finite_horizon_per_agent_values(game: Game, pi, horizon: int) -> np.ndarray:
 def trace_table(game: Game, pi, mu, correction: str = "dt", eta: float = 1.02) -> np.ndarray:
     """``[S, A, N]``: trace coefficient c^i(s, a) of the spec's table (section 4).
 
-    Formed directly from probabilities (tiny games cannot overflow), independent
-    of the estimators: rho^j = pi^j/mu^j, rho^-i = prod_{j!=i} rho^j,
-    none 1; it min(1, rho^i); st min(1, rho); dt min(1, rho^i min(eta, rho^-i)); full rho.
+    Formed directly from probabilities (tiny games cannot overflow), with the
+    table's ratio form (``gpae_ref.CORRECTION_TABLE``'s ``coefficient``), not the
+    estimators' log-space one: rho^j = pi^j/mu^j, rho^-i = prod_{j!=i} rho^j.
     """
     if correction not in CORRECTIONS:
         raise ValueError(f"correction must be one of {CORRECTIONS}; got {correction!r}.")
@@ -370,17 +371,9 @@ def trace_table(game: Game, pi, mu, correction: str = "dt", eta: float = 1.02) -
         raise ValueError(f"eta must be a finite number > 0; got {eta!r}.")
     check_coverage(game, pi, mu)
     rho = _ratios(game, pi, mu)
-    joint = rho.prod(-1, keepdims=True)
-    if correction == "none":
-        return np.ones_like(rho)
-    if correction == "it":
-        return np.minimum(1.0, rho)
-    if correction == "st":
-        return np.broadcast_to(np.minimum(1.0, joint), rho.shape).copy()
-    if correction == "dt":
-        others = np.stack([np.delete(rho, i, axis=-1).prod(-1) for i in range(game.n_agents)], axis=-1)
-        return np.minimum(1.0, rho * np.minimum(eta, others))
-    return np.broadcast_to(joint, rho.shape).copy()
+    others = np.stack([np.delete(rho, i, axis=-1).prod(-1) for i in range(game.n_agents)], axis=-1)
+    c = correction_row(correction).coefficient(rho, others, eta, np)
+    return np.broadcast_to(c, rho.shape).copy()
 
 
 def _ratios(game: Game, pi, mu) -> np.ndarray:

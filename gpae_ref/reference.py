@@ -10,11 +10,19 @@ Definitions as fixed in this project's spec (GPAE.md, sections 3-5).
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpae_ref._validate import check_logp_shapes, check_logp_values, check_scalars, validate
+from gpae_ref._validate import (
+    check_logp_shapes,
+    check_logp_values,
+    check_scalars,
+    correction_row,
+    correction_table_text,
+    validate,
+)
 
 
 class GPAEOutput(NamedTuple):
@@ -37,32 +45,18 @@ def log_ratios(logp_target, logp_behaviour, mask=None) -> np.ndarray:
 
 
 def _trace_coefficients(log_rho: np.ndarray, correction: str, eta: float) -> np.ndarray:
-    """c^i_t from validated float64 log-ratios; every case formed in log space.
+    """c^i_t from validated float64 log-ratios: exp of the table's log-space formula.
 
     With l the own log-ratio and L = sum_j l^j the joint one, the others' log
-    ratio is L - l (never a product of N ratios, which overflows for many agents):
-
-        none: 1
-        it:   min(1, rho^i)                  = exp(min(0, l))
-        st:   min(1, rho)                    = exp(min(0, L))
-        dt:   min(1, rho^i min(eta, rho^-i)) = exp(min(0, l + min(log eta, L - l)))
-        full: rho                            = exp(L)          (may overflow: by design)
+    ratio is L - l (never a product of N ratios, which overflows for many
+    agents); ``CORRECTION_TABLE`` in ``gpae_ref._validate`` gives log c in l and
+    L for every correction. ``full`` (log c = L) may overflow to inf: by design.
     """
-    own = log_rho
+    row = correction_row(correction)
     joint = log_rho.sum(axis=-1, keepdims=True)
-    if correction == "none":
-        return np.ones_like(own)
-    if correction == "it":
-        return np.exp(np.minimum(0.0, own))
-    if correction == "st":
-        return np.broadcast_to(np.exp(np.minimum(0.0, joint)), own.shape).copy()
-    if correction == "dt":
-        others = joint - own
-        return np.exp(np.minimum(0.0, own + np.minimum(np.log(eta), others)))
-    if correction == "full":
-        with np.errstate(over="ignore"):
-            return np.broadcast_to(np.exp(joint), own.shape).copy()
-    raise AssertionError(correction)  # validate() has already rejected it
+    log_c = row.log_coefficient(log_rho, joint, math.log(eta), np)
+    with np.errstate(over="ignore"):
+        return np.broadcast_to(np.exp(log_c), log_rho.shape).copy()
 
 
 def trace_coefficients(
@@ -70,22 +64,22 @@ def trace_coefficients(
 ) -> np.ndarray:
     """The trace coefficients c^i_t of the spec's table (section 4), float64 ``[T, B, N]``.
 
-    ==========  ==============================================
-    ``none``    1
-    ``it``      min(1, rho^i_t)                  individual truncation
-    ``st``      min(1, rho_t)                    single truncation of the joint ratio
-    ``dt``      min(1, rho^i_t min(eta, rho^-i_t))   DT-ISR (default)
-    ``full``    rho_t                            untruncated; oracle only
-    ==========  ==============================================
-
     rho^i_t = pi^i/mu^i of agent i's action, rho^-i_t the product over the
     other agents, rho_t = rho^i_t rho^-i_t; all formed from summed log-ratios.
     ``gpae`` uses c^i_{t+1} to weight the trace from step t+1 back to step t.
+    The corrections (``gpae_ref.CORRECTION_TABLE``)::
+
+{table}
     """
     check_scalars(gamma=0.0, lam=0.0, correction=correction, eta=eta)
     check_logp_shapes(logp_target, logp_behaviour, mask)
     check_logp_values(logp_target, logp_behaviour, mask)
     return _trace_coefficients(log_ratios(logp_target, logp_behaviour, mask), correction, eta)
+
+
+# The docstring's table is the one table, not a copy of it.
+trace_coefficients.__doc__ = trace_coefficients.__doc__.replace(
+    "{table}", correction_table_text(" " * 8))
 
 
 def gpae(

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Correction name -> the integer code the kernels branch on (outside their inner loops).
-CORRECTION_CODES = {"none": 0, "it": 1, "st": 2, "dt": 3, "full": 4}
+from gpae_ref._validate import CORRECTION_CODES
+
+__all__ = ["CORRECTION_CODES", "NONE", "IT", "ST", "DT", "FULL", "compute_dtype"]
+
+#: The codes the kernels branch on, from the one table (``gpae_ref._validate.CORRECTION_TABLE``);
+#: module-level ints, so Numba folds them into its compiled branches.
+NONE, IT, ST, DT, FULL = (CORRECTION_CODES[n] for n in ("none", "it", "st", "dt", "full"))
 
 
 def compute_dtype(logp_target) -> np.dtype:

@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from gpae_ref.kernels._common import CORRECTION_CODES, compute_dtype
+from gpae_ref.kernels._common import CORRECTION_CODES, DT, IT, NONE, ST, compute_dtype
 from gpae_ref.reference import GPAEOutput
 
 #: Threads per block; the grid is capped at _BLOCKS_PER_SM blocks per multiprocessor
@@ -59,13 +59,13 @@ def _gpae_kernel(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
                 joint += lj
                 if j == i:
                     own = lj
-            if code == 0:  # none
+            if code == NONE:
                 c = one
-            elif code == 1:  # it: min(1, rho^i)
+            elif code == IT:  # min(1, rho^i)
                 c = math.exp(min(zero, own))
-            elif code == 2:  # st: min(1, rho)
+            elif code == ST:  # min(1, rho)
                 c = math.exp(min(zero, joint))
-            elif code == 3:  # dt: min(1, rho^i min(eta, rho^-i)), rho^-i = exp(joint - own)
+            elif code == DT:  # min(1, rho^i min(eta, rho^-i)), rho^-i = exp(joint - own)
                 c = math.exp(min(zero, own + min(log_eta, joint - own)))
             else:  # full: rho, untruncated
                 c = inf if joint > log_max else math.exp(joint)

@@ -40,10 +40,11 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from gpae_ref.kernels._common import CORRECTION_CODES, compute_dtype
+from gpae_ref.kernels._common import CORRECTION_CODES, DT, FULL, IT, NONE, ST, compute_dtype
 from gpae_ref.reference import GPAEOutput
 
-_DT_SMALL_ETA = 5  # dt with eta < 1: needs a second exp per element (see _gpae_blocks)
+#: dt with eta < 1: needs a second exp per element (see _gpae_blocks); a code no table row uses.
+_DT_SMALL_ETA = max(CORRECTION_CODES.values()) + 1
 
 #: Below this many elements (T*B*N) the kernel runs on the calling thread: waking
 #: Numba's threads costs more than it saves there (milliseconds on a busy machine).
@@ -133,13 +134,13 @@ def _broadcast(src, dst, nb, N):
 def _coefficients(code, li, pv, zero, one, eta, log_eta):
     """(min(1, rho^i), c^i) from the own log-ratio li and the joint factor pv."""
     w = _exp_nonpos(min(zero, li))
-    if code == 0:
+    if code == NONE:
         c = one
-    elif code == 1:
+    elif code == IT:
         c = w
-    elif code == 2 or code == 4:
+    elif code == ST or code == FULL:
         c = pv
-    elif code == 3:
+    elif code == DT:
         c = min(eta * w, pv)
     else:
         c = min(_exp_nonpos(min(zero, li + log_eta)), pv)
@@ -217,13 +218,13 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
                 for j in range(m):
                     l[j] = lt_t[j] - lb_t[j]
             # (2) per environment: the joint log-ratio (a sequential sum) and its factor.
-            if code >= 2:
+            if code != NONE and code != IT:  # the joint log-ratio is needed
                 for e in range(nb):
                     s = zero
                     for i in range(N):
                         s += l[e * N + i]
                     pj[e] = s
-                if code == 4:
+                if code == FULL:
                     for e in range(nb):
                         pj[e] = math.exp(pj[e])
                 else:
@@ -241,23 +242,23 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
                 v_n = values[t + 1, j0:j0 + m]
             # (4) every element as if not done, one vectorised loop per correction (a
             # constant ``code`` in each call, so the branch folds away) ...
-            if code == 0:
-                _recursion(0, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+            if code == NONE:
+                _recursion(NONE, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
                            zero, one, gamma, gamma_lam, eta, log_eta)
-            elif code == 1:
-                _recursion(1, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+            elif code == IT:
+                _recursion(IT, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
                            zero, one, gamma, gamma_lam, eta, log_eta)
-            elif code == 2:
-                _recursion(2, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+            elif code == ST:
+                _recursion(ST, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
                            zero, one, gamma, gamma_lam, eta, log_eta)
-            elif code == 3:
-                _recursion(3, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+            elif code == DT:
+                _recursion(DT, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
                            zero, one, gamma, gamma_lam, eta, log_eta)
-            elif code == 4:
-                _recursion(4, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+            elif code == FULL:
+                _recursion(FULL, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
                            zero, one, gamma, gamma_lam, eta, log_eta)
             else:
-                _recursion(5, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                _recursion(_DT_SMALL_ETA, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
                            zero, one, gamma, gamma_lam, eta, log_eta)
             # ... then the environments done at t again, with the cut (1 - d_t = 0: no
             # bootstrap, no trace; never inf * 0). The same expressions as the
@@ -340,7 +341,7 @@ def gpae_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: fl
                    for name, x in zip(("advantages", "value_targets"), out))
     f = dt.type
     code = CORRECTION_CODES[correction]
-    code = _DT_SMALL_ETA if code == 3 and eta < 1.0 else code
+    code = _DT_SMALL_ETA if code == DT and eta < 1.0 else code
     kernel = _gpae_parallel if T * B * N >= PARALLEL_MIN_ELEMENTS else _gpae_serial
     kernel(r, v, d, lt.reshape(T, B * N), lb, m, has_mask, shared, code,
                  f(0), f(1), f(gamma), f(gamma) * f(lam), f(eta), f(math.log(eta)),

@@ -97,3 +97,71 @@ def test_float32_inputs_are_computed_in_float64():
     out32 = reference.gpae(*(a.astype(np.float32) for a in args), gamma=0.9, lam=0.9)
     assert out32.advantages.dtype == np.float64
     np.testing.assert_allclose(out32.advantages, out64.advantages, rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# the one table of corrections
+# ----------------------------------------------------------------------------
+
+
+def test_table_names_codes_and_exports_agree():
+    import gpae_ref
+    from gpae_ref import _validate, oracle
+    from gpae_ref.learner import config
+
+    names = tuple(row.name for row in _validate.CORRECTION_TABLE)
+    assert names == _validate.CORRECTIONS == gpae_ref.CORRECTIONS == oracle.CORRECTIONS
+    assert config.CORRECTIONS is _validate.CORRECTIONS
+    codes = [row.code for row in _validate.CORRECTION_TABLE]
+    assert len(set(codes)) == len(codes)  # the kernels branch on distinct codes
+    assert dict(_validate.CORRECTION_CODES) == dict(zip(names, codes))
+    assert gpae_ref.CORRECTIONS[3] == "dt"  # the default correction
+
+
+def test_table_ratio_and_log_forms_agree():
+    """Each row's ratio form (the oracle's) equals exp of its log form (the estimators')."""
+    from gpae_ref._validate import CORRECTION_TABLE
+
+    rng = np.random.default_rng(3)
+    l = rng.uniform(-3, 3, (50, 4))  # own log-ratios of 4 agents
+    L = l.sum(-1, keepdims=True)
+    own, others = np.exp(l), np.exp(L - l)
+    for eta in (0.8, 1.0, 1.02, 1.5):
+        for row in CORRECTION_TABLE:
+            ratio_form = np.broadcast_to(row.coefficient(own, others, eta, np), l.shape)
+            log_form = np.exp(np.broadcast_to(row.log_coefficient(l, L, math.log(eta), np), l.shape))
+            np.testing.assert_allclose(ratio_form, log_form, rtol=1e-12, err_msg=row.name)
+            if row.truncated:
+                assert np.all(ratio_form <= 1.0), row.name
+
+
+def test_table_matches_the_hand_values():
+    """The hand-worked traces of two_agent_two_step come out of the table."""
+    from gpae_ref._validate import CORRECTION_TABLE
+
+    own = np.array([2.0, 0.5])
+    others = own[::-1].copy()
+    for row in CORRECTION_TABLE:
+        np.testing.assert_allclose(np.broadcast_to(row.coefficient(own, others, 1.02, np), (2,)),
+                                   HAND_TRACES[row.name], rtol=1e-12)
+
+
+def test_docs_state_the_table():
+    """README and the trace_coefficients docstring give every row's formula, as in the table."""
+    from pathlib import Path
+
+    from gpae_ref._validate import CORRECTION_TABLE
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    text = " ".join(readme.read_text().split()) if readme.exists() else None
+    for row in CORRECTION_TABLE:
+        assert f"{row.name:5s} c = {row.formula}" in reference.trace_coefficients.__doc__
+        if text is not None:  # an installed package has no README beside it
+            assert f"`{row.name}` {row.formula}" in text, row.name
+
+
+def test_unknown_correction_names_the_argument():
+    from gpae_ref._validate import correction_row
+
+    with pytest.raises(ValueError, match="^correction must be one of 'none', 'it', 'st', 'dt', 'full'"):
+        correction_row("vtrace")

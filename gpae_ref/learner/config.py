@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from gpae_ref._validate import CORRECTIONS  # the one table of corrections
+
 ADVANTAGES = ("gae", "gpae", "coma")
-CORRECTIONS = ("none", "it", "st", "dt", "full")
 MARGINALISE = ("current", "behaviour")
 
 
