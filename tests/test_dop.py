@@ -229,3 +229,115 @@ def test_mixed_q_value_is_expectation_and_loss():
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ----------------------------------------------------------------------------- JAX versions
+
+
+def _random_sequences(seed, T=9, B=4, N=3, A=5):
+    rng = np.random.default_rng(seed)
+    return dict(
+        rewards=rng.normal(size=(T, B)), dones=(rng.uniform(size=(T, B)) < 0.2).astype(float),
+        q=rng.normal(size=(T + 1, B)), v=rng.normal(size=(T + 1, B)), pi=rng.uniform(0.05, 1, size=(T, B)),
+        q_values=rng.normal(size=(T, B, N, A)), probs=rng.dirichlet(np.ones(A), size=(T, B, N)),
+        actions=rng.integers(0, A, size=(T, B, N)), k=rng.uniform(0, 2, size=(T, B, N)), b=rng.normal(size=(T, B)),
+    )
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5, 20])
+def test_jax_estimators_match_numpy(steps):
+    pytest.importorskip("jax")
+    pytest.importorskip("flax")
+    import jax.numpy as jnp
+
+    from gpae_ref.learner import dop as jdop
+
+    x = _random_sequences(steps)
+    f32 = lambda a: jnp.asarray(a, jnp.float32)
+    got = jdop.tree_backup_jax(f32(x["rewards"]), f32(x["q"][:-1]), f32(x["v"]), f32(x["dones"]), f32(x["pi"]),
+                               gamma=0.99, lam=0.93, steps=steps)
+    want = dop.tree_backup_targets(x["rewards"], x["q"][:-1], x["v"], x["dones"], x["pi"], gamma=0.99, lam=0.93,
+                                   steps=steps)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    got = jdop.td_lambda_jax(f32(x["rewards"]), f32(x["q"]), f32(x["dones"]), gamma=0.99, lam=0.8)
+    want = dop.td_lambda_targets(x["rewards"], x["q"], x["dones"], gamma=0.99, lam=0.8)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    got = jdop.dop_advantages_jax(f32(x["q_values"]), jnp.asarray(x["actions"]), f32(x["probs"]), f32(x["k"]))
+    want = dop.dop_advantages(x["q_values"], x["actions"], x["probs"], x["k"])
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    for kw_np, kw_j in (({"actions": x["actions"]}, {"actions": jnp.asarray(x["actions"])}),
+                        ({"probs": x["probs"]}, {"probs": f32(x["probs"])})):
+        got = jdop.mixed_q_jax(f32(x["q_values"]), f32(x["k"]), f32(x["b"]), **kw_j)
+        want = dop.mixed_q(x["q_values"], x["k"], x["b"], **kw_np)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_mixer_weights_are_non_negative():
+    pytest.importorskip("flax")
+    import jax
+
+    from gpae_ref.learner.dop import DOPMixer
+
+    net = DOPMixer(num_agents=3)
+    s = jax.random.normal(jax.random.PRNGKey(0), (4, 7, 10))
+    params = net.init(jax.random.PRNGKey(1), s)
+    k, b = net.apply(params, s)
+    assert k.shape == (4, 7, 3) and b.shape == (4, 7)
+    assert float(k.min()) >= 0.0
+    np.testing.assert_allclose(np.asarray(k.sum(-1)), 1.0, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the learner, tiny
+
+
+def _tiny_config(**kw):
+    from gpae_ref.learner.config import LearnerConfig
+
+    base = dict(scenario="3m", advantage="dop", num_envs=4, num_steps=8, update_epochs=1, total_steps=128,
+                eval_envs=2, dop_buffer_rollouts=2, dop_off_batch=4)
+    return LearnerConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("field,value", [
+    ("dop_tb_lambda", 1.5), ("dop_td_lambda", -0.1), ("dop_kappa", 2.0), ("dop_tb_steps", 0),
+    ("dop_buffer_rollouts", 0), ("dop_off_batch", 0), ("dop_target_every", 0), ("dop_critic_lr", 0.0),
+    ("reuse", 2),
+])
+def test_config_rejects_bad_dop_settings(field, value):
+    with pytest.raises(ValueError, match=field):
+        _tiny_config(**{field: value})
+
+
+def test_config_rejects_buffer_smaller_than_a_batch():
+    # one rollout of 4 envs holds 4 sequences: a batch of 5 cannot be drawn
+    with pytest.raises(ValueError, match="dop_buffer_rollouts"):
+        _tiny_config(dop_buffer_rollouts=1, dop_off_batch=5)
+
+
+@pytest.mark.smax
+def test_dop_learner_updates_fill_the_buffer_and_stay_finite():
+    """Three updates with a 2-rollout buffer: the ring wraps, every loss is finite, the
+    newest slot holds the latest rollout's data, and the buffer is as large as replay_bytes says."""
+    pytest.importorskip("jaxmarl")
+    import jax
+
+    from gpae_ref.learner.core import make_train
+    from gpae_ref.learner.dop import DOPState, replay_bytes
+
+    cfg = _tiny_config()
+    tr = make_train(cfg)
+    state = tr.init(jax.random.PRNGKey(0))
+    assert isinstance(state, DOPState) and int(state.replay.filled) == 0
+    state, m = tr.run_updates(state, 3)
+    assert int(state.replay.filled) == 2 and int(state.replay.cursor) == 1
+    assert [int(u) for u in m.update] == [1, 2, 3] and [int(s) for s in m.env_steps] == [32, 64, 96]
+    for name in ("actor_loss", "value_loss", "entropy", "critic_grad_norm", "trace_mean"):
+        assert np.all(np.isfinite(np.asarray(getattr(m, name)))), name
+    assert 0.0 < float(m.trace_mean[-1]) <= 1.0  # the tree-backup trace pi(a_t) of the current policy
+    newest = np.asarray(state.replay.done[0])  # slot 0 was overwritten by update 3
+    assert newest.shape == (8, 4) and set(np.unique(newest)) <= {0.0, 1.0}
+    assert np.any(np.asarray(state.replay.obs[0]) != 0) and np.any(np.asarray(state.replay.obs[1]) != 0)
+    nbytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(state.replay))
+    assert nbytes == replay_bytes(cfg, tr.spec)
+    ev = tr.evaluate(state)
+    assert 0.0 <= float(ev.win_rate) <= 1.0 and float(ev.episodes) <= 2

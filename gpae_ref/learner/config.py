@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from gpae_ref._validate import CORRECTIONS  # the one table of corrections
 
-ADVANTAGES = ("gae", "gpae", "coma")
+ADVANTAGES = ("gae", "gpae", "coma", "dop")
 MARGINALISE = ("current", "behaviour")
 
 
@@ -30,7 +30,8 @@ class LearnerConfig:
     """SMAX map name (``jaxmarl.environments.smax.map_name_to_scenario``), against the heuristic enemy."""
     advantage: str = "gpae"
     """``gae``: MAPPO with a state-value critic V(world state); ``gpae``: per-agent Q critic + GPAE;
-    ``coma``: the same Q critic with lam = 0 (one-step counterfactual advantage)."""
+    ``coma``: the same Q critic with lam = 0 (one-step counterfactual advantage); ``dop``: DOP's linearly
+    decomposed critic sum_i k_i(s) Q_i(s, a^i) + b(s), off-policy TB(lambda) + on-policy TD(lambda) targets."""
     correction: str = "dt"
     """Trace correction for ``gpae`` (spec section 4): none, it, st, dt, full."""
     eta: float = 1.02
@@ -82,6 +83,22 @@ class LearnerConfig:
     """Multiplier on the team reward."""
     eval_envs: int = 64
     """Environments of the greedy evaluation (one episode each)."""
+    dop_tb_lambda: float = 0.93
+    """DOP: lambda of the tree-backup TB(lambda) target on replayed data (DOP's SMAC setting 0.93)."""
+    dop_td_lambda: float = 0.8
+    """DOP: lambda of the TD(lambda) target on the fresh rollout (DOP's SMAC setting 0.8)."""
+    dop_tb_steps: int = 5
+    """DOP: terms of the tree backup (DOP's SMAC setting 5)."""
+    dop_kappa: float = 0.5
+    """DOP: weight of the off-policy TB loss in the critic loss; 1 - kappa weights the on-policy TD(lambda) loss."""
+    dop_critic_lr: float = 5e-4
+    """DOP: Adam learning rate of the critic and mixer, annealed like ``lr`` (see docs/learner.md on DOP's 1e-4)."""
+    dop_buffer_rollouts: int = 16
+    """DOP: rollouts kept in the replay buffer (16 x 128 envs x 128 steps ~ DOP's 5,000 SMAC episodes)."""
+    dop_off_batch: int = 32
+    """DOP: replayed sequences (one env, num_steps long) per critic step for the TB loss (DOP: 32 episodes)."""
+    dop_target_every: int = 1
+    """DOP: updates between target-critic refreshes (1: targets from the critic at the start of each update)."""
     seed: int = 0
     """Seed of ``jax.random.PRNGKey`` for the CLI (the core takes explicit keys)."""
 
@@ -112,6 +129,17 @@ class LearnerConfig:
         check(self.hidden_size >= 2 and self.hidden_size % 2 == 0, "hidden_size", "must be even and >= 2")
         check(self.num_layers >= 1, "num_layers", "must be >= 1")
         check(self.eval_envs >= 1, "eval_envs", "must be >= 1")
+        check(self.advantage != "dop" or self.reuse == 1, "reuse", "must be 1 for dop (it replays from its own buffer)")
+        check(0.0 <= self.dop_tb_lambda <= 1.0, "dop_tb_lambda", "must be in [0, 1]")
+        check(0.0 <= self.dop_td_lambda <= 1.0, "dop_td_lambda", "must be in [0, 1]")
+        check(0.0 <= self.dop_kappa <= 1.0, "dop_kappa", "must be in [0, 1]")
+        check(self.dop_tb_steps >= 1, "dop_tb_steps", "must be >= 1")
+        check(self.dop_critic_lr > 0, "dop_critic_lr", "must be > 0")
+        check(self.dop_off_batch >= 1, "dop_off_batch", "must be >= 1")
+        check(self.dop_buffer_rollouts >= 1 and self.dop_buffer_rollouts * self.num_envs >= self.dop_off_batch,
+              "dop_buffer_rollouts", f"must be >= 1 and hold at least dop_off_batch={self.dop_off_batch} "
+              f"sequences ({self.num_envs} per rollout)")
+        check(self.dop_target_every >= 1, "dop_target_every", "must be >= 1")
         check(self.total_steps >= self.steps_per_update, "total_steps",
               f"must be at least one update's env steps ({self.steps_per_update})")
 

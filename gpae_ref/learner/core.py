@@ -155,9 +155,64 @@ def _entropy(logits):
     return -jnp.sum(jnp.where(logp > -1e8, jnp.exp(logp) * logp, 0.0), axis=-1)
 
 
+def rollout_scan(actor_net, env: SmaxEnv, actor_params, state, num_steps: int):
+    """T = ``num_steps`` steps of the masked stochastic policy in ``state``'s envs (any state with
+    ``env_state, obs, reset, h_actor, rng``) -> ((env_state, obs, reset, h_actor, rng), (obs, action, reset, out))."""
+
+    def step(carry, _):
+        env_state, obs, reset, h, rng = carry
+        rng, k_act, k_env = jax.random.split(rng, 3)
+        h, logits = actor_net.apply(actor_params, h, obs.obs[None], reset[None], obs.avail[None])
+        action = jax.random.categorical(k_act, logits[0]).astype(jnp.int32)
+        next_obs, env_state, out = env.step(k_env, env_state, action)
+        record = (obs, action, reset, out)
+        next_reset = out.done_agent | out.done[:, None]
+        return (env_state, next_obs, next_reset, h, rng), record
+
+    init = (state.env_state, state.obs, state.reset, state.h_actor, state.rng)
+    return jax.lax.scan(step, init, None, num_steps)
+
+
+def greedy_evaluate(actor_net, env: SmaxEnv, eval_envs: int, hidden: int, actor_params, eval_rng, update) -> EvalMetrics:
+    """Greedy (argmax, masked) policy on ``eval_envs`` fresh envs; the first episode of each counts.
+
+    The keys are folded from ``update``: reproducible and separate from training.
+    """
+    N = env.spec.num_agents
+    spec = env.spec
+    Ev = eval_envs
+    key = jax.random.fold_in(eval_rng, update)
+    k_reset, key = jax.random.split(key)
+    obs, env_state = env.reset(k_reset, Ev)
+
+    def step(carry, k):
+        env_state, obs, reset, h, finished, won, ret = carry
+        h, logits = actor_net.apply(actor_params, h, obs.obs[None], reset[None], obs.avail[None])
+        action = jnp.argmax(logits[0], axis=-1).astype(jnp.int32)
+        obs, env_state, out = env.step(k, env_state, action)
+        first = out.done & ~finished
+        won = won + jnp.where(first, out.won, 0.0)
+        ret = ret + jnp.where(first, out.episode_return, 0.0)
+        reset = out.done_agent | out.done[:, None]
+        return (env_state, obs, reset, h, finished | out.done, won, ret), None
+
+    zeros = jnp.zeros((Ev,), jnp.float32)
+    init = (env_state, obs, jnp.zeros((Ev, N), bool), jnp.zeros((Ev, N, hidden)), jnp.zeros((Ev,), bool),
+            zeros, zeros)
+    (_, _, _, _, finished, won, ret), _ = jax.lax.scan(
+        step, init, jax.random.split(key, spec.max_steps + 1))
+    n = finished.sum().astype(jnp.float32)
+    return EvalMetrics(win_rate=won.sum() / jnp.maximum(n, 1.0),
+                       episode_return=ret.sum() / jnp.maximum(n, 1.0), episodes=n)
+
+
 def make_train(config: LearnerConfig) -> Trainer:
     """Build the pure training functions for ``config`` (see module docstring)."""
     check_scenario(config)
+    if config.advantage == "dop":  # its own state (replay buffer, mixer, target critic): see learner/dop.py
+        from gpae_ref.learner.dop import make_dop_train
+
+        return make_dop_train(config)
     env = SmaxEnv(config.scenario)
     spec = env.spec
     K, T, B, N, A, H = (config.reuse, config.num_steps, config.envs_per_rollout,
@@ -189,19 +244,7 @@ def make_train(config: LearnerConfig) -> Trainer:
 
     # ---------------------------------------------------------------- rollout
     def rollout(state: LearnerState):
-        def step(carry, _):
-            env_state, obs, reset, h, rng = carry
-            rng, k_act, k_env = jax.random.split(rng, 3)
-            h, logits = actor_net.apply(state.actor.params, h, obs.obs[None], reset[None], obs.avail[None])
-            action = jax.random.categorical(k_act, logits[0]).astype(jnp.int32)
-            next_obs, env_state, out = env.step(k_env, env_state, action)
-            record = (obs, action, reset, out)
-            next_reset = out.done_agent | out.done[:, None]
-            return (env_state, next_obs, next_reset, h, rng), record
-
-        init = (state.env_state, state.obs, state.reset, state.h_actor, state.rng)
-        (env_state, obs, reset, h, rng), traj = jax.lax.scan(step, init, None, T)
-        return (env_state, obs, reset, h, rng), traj
+        return rollout_scan(actor_net, env, state.actor.params, state, T)
 
     # ------------------------------------------------ collect + recompute (steps 1-3)
     def collect(state: LearnerState):
@@ -388,30 +431,7 @@ def make_train(config: LearnerConfig) -> Trainer:
     # ---------------------------------------------------------------- evaluate
     def evaluate_fn(state: LearnerState) -> EvalMetrics:
         """Greedy (argmax, masked) policy on ``eval_envs`` fresh envs; the first episode of each counts."""
-        Ev = config.eval_envs
-        key = jax.random.fold_in(state.eval_rng, state.update)
-        k_reset, key = jax.random.split(key)
-        obs, env_state = env.reset(k_reset, Ev)
-
-        def step(carry, k):
-            env_state, obs, reset, h, finished, won, ret = carry
-            h, logits = actor_net.apply(state.actor.params, h, obs.obs[None], reset[None], obs.avail[None])
-            action = jnp.argmax(logits[0], axis=-1).astype(jnp.int32)
-            obs, env_state, out = env.step(k, env_state, action)
-            first = out.done & ~finished
-            won = won + jnp.where(first, out.won, 0.0)
-            ret = ret + jnp.where(first, out.episode_return, 0.0)
-            reset = out.done_agent | out.done[:, None]
-            return (env_state, obs, reset, h, finished | out.done, won, ret), None
-
-        zeros = jnp.zeros((Ev,), jnp.float32)
-        init = (env_state, obs, jnp.zeros((Ev, N), bool), jnp.zeros((Ev, N, H)), jnp.zeros((Ev,), bool),
-                zeros, zeros)
-        (_, _, _, _, finished, won, ret), _ = jax.lax.scan(
-            step, init, jax.random.split(key, spec.max_steps + 1))
-        n = finished.sum().astype(jnp.float32)
-        return EvalMetrics(win_rate=won.sum() / jnp.maximum(n, 1.0),
-                           episode_return=ret.sum() / jnp.maximum(n, 1.0), episodes=n)
+        return greedy_evaluate(actor_net, env, config.eval_envs, H, state.actor.params, state.eval_rng, state.update)
 
     return Trainer(
         config=config, spec=spec, init_fn=init_fn, update_fn=update_fn, scan_updates=scan_updates,
