@@ -1,13 +1,23 @@
 """MAPPO-style learner on SMAX with GAE, GPAE or COMA advantages (spec section 8).
 
 Needs the ``smax`` extra (jaxmarl, rich, matplotlib, safetensors). Never imported
-by ``gpae_ref`` itself, so the core package stays importable without jax.
+by ``gpae_ref`` itself, so the core package stays importable without jax. The
+names below load on first use (PEP 562), so ``gpae_ref.learner.config`` and
+``gpae_ref.learner.settings`` (the CLI's flags, ``train --help``) import without jax.
 """
 
-from gpae_ref.learner.config import ADVANTAGES, CORRECTIONS, MARGINALISE, LearnerConfig, known_scenarios
-from gpae_ref.learner.core import EvalMetrics, LearnerState, Trainer, UpdateMetrics, make_train
+from importlib import import_module
 
-__all__ = [
-    "ADVANTAGES", "CORRECTIONS", "MARGINALISE", "EvalMetrics", "LearnerConfig", "LearnerState",
-    "Trainer", "UpdateMetrics", "known_scenarios", "make_train",
-]
+_EXPORTS = {
+    "ADVANTAGES": "config", "CORRECTIONS": "config", "MARGINALISE": "config", "LearnerConfig": "config",
+    "known_scenarios": "config", "EvalMetrics": "core", "LearnerState": "core", "Trainer": "core",
+    "UpdateMetrics": "core", "make_train": "core",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(f"gpae_ref.learner.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'gpae_ref.learner' has no attribute {name!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
@@ -41,15 +42,25 @@ def append_rows(path, rows: list[dict]) -> None:
 
 
 def read_rows(path) -> list[dict]:
+    """The complete rows of a metrics CSV.
+
+    A kill during a write can leave a partial last line (e.g. ``3``, or a row cut
+    inside its last number): the writer ends every row with a line break, so a last
+    line without one is dropped, and so is any row with missing fields.
+    """
     path = Path(path)
     if not path.exists():
         return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    return [r for r in reader if None not in r and all(v is not None for v in r.values())]
 
 
 def truncate_rows(path, last_update: int) -> int:
-    """Keep only rows with update <= ``last_update`` (resume: drop rows after the checkpoint)."""
+    """Keep only complete rows with update <= ``last_update`` (resume: drop rows after the
+    checkpoint and a partial trailing line); -> rows kept."""
     rows = [r for r in read_rows(path) if int(r["update"]) <= last_update]
     with Path(path).open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)

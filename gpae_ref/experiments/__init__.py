@@ -1,0 +1,34 @@
+"""Named, versioned SMAX experiments: S seeds as one vmapped program, resumable, one CSV per seed.
+
+    python -m gpae_ref.experiments --list
+    python -m gpae_ref.experiments pilot                 # --scale local (default): this CPU machine
+    python -m gpae_ref.experiments main --scale paper    # the paper's 1e7 steps, 5 seeds (a GPU machine)
+    python -m gpae_ref.experiments report                # docs/results.md tables + docs/figures/*.png
+
+Layout (``<exp>`` is the experiment name at ``--scale local``, ``<name>-<scale>`` otherwise)::
+
+    results/<exp>/<variant>/run.json           config, seeds, experiment version, machine
+    results/<exp>/<variant>/seed<k>.csv        one row per update (the learner's logbook columns)
+    results/<exp>/<variant>/ckpt/state.safetensors   vmapped LearnerState (large: keep out of git)
+    docs/figures/<exp>.png
+
+A finished variant is skipped (nothing is compiled or trained); a partial one
+resumes from its checkpoint, dropping CSV rows written after it, so a long
+experiment can run in several sittings. Each seed ``k`` starts from
+``jax.random.PRNGKey(k)``, as ``python -m gpae_ref.train --seed k`` does.
+Experiments share settings on purpose (ablation ``dt``, eta ``1.02`` and
+reuse ``gpae-K2`` are main's ``gpae-K2``): a variant whose whole learner
+config, seeds and evaluation schedule equal a finished run elsewhere under the
+results folder copies that run's CSVs instead of training it again, and its
+run.json names the origin (``copied_from``).
+"""
+
+from __future__ import annotations
+
+from gpae_ref._xla_flags import SAFE_CPU_FLAGS, xla_flags
+from gpae_ref.experiments.cli import build_parser, describe, main
+from gpae_ref.experiments.definitions import *  # noqa: F401,F403 - the package's public names
+from gpae_ref.experiments.definitions import _v  # noqa: F401
+from gpae_ref.experiments.report import *  # noqa: F401,F403
+from gpae_ref.experiments.runner import *  # noqa: F401,F403
+from gpae_ref.experiments.runner import _check_record, _run_record, _variant_lock  # noqa: F401

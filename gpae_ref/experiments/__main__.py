@@ -1,0 +1,5 @@
+import sys
+
+from gpae_ref.experiments.cli import main
+
+sys.exit(main())

@@ -1,0 +1,364 @@
+"""Running experiments: S seeds of a variant as one vmapped program through the learner's run loop.
+
+The loop (chunks, evaluations, CSV rows, checkpoints, resume, NaN stop) is
+``gpae_ref.learner.runloop``'s, shared with ``python -m gpae_ref.train``; this module
+adds seeds, variants, the results layout, twins and locks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from gpae_ref.experiments.definitions import (SCALES, Experiment, Scale, Variant, eval_every, exp_dirname,
+                                              get_experiment, select_seeds, select_variants, variant_config)
+
+CKPT_DIR = "ckpt"
+CKPT_FILE = "state.safetensors"
+
+def seed_csv(vdir: Path, seed: int) -> Path:
+    return vdir / f"seed{seed}.csv"
+
+
+def last_update(csv_path: Path) -> int:
+    """Highest ``update`` in a seed CSV (0 if absent or empty)."""
+    from gpae_ref.learner.logbook import read_rows
+
+    rows = read_rows(csv_path)
+    return max((int(r["update"]) for r in rows), default=0)
+
+
+def is_finished(vdir: Path, seeds, num_updates: int) -> bool:
+    """Every seed's CSV reaches the last update."""
+    return all(last_update(seed_csv(vdir, s)) >= num_updates for s in seeds)
+
+
+def machine_info() -> dict:
+    """What the results were measured on (recorded in run.json, shown in the docs)."""
+    import jax
+
+    try:
+        from importlib.metadata import version
+
+        jaxmarl_version = version("jaxmarl")
+    except Exception:  # noqa: BLE001 - metadata missing is not fatal for a record
+        jaxmarl_version = "unknown"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "device": str(jax.devices()[0]), "jax": jax.__version__,
+            "jaxmarl": jaxmarl_version, "python": platform.python_version()}
+
+
+def _run_record(exp: Experiment, scale_name: str, variant: Variant, config, seeds) -> dict:
+    from gpae_ref.learner.env import smax_version
+
+    return {"experiment": exp.name, "version": exp.version, "scale": scale_name, "variant": variant.name,
+            "seeds": list(seeds), "config": config.to_dict(), "smax": smax_version()}
+
+
+def record_smax(record: dict) -> str | None:
+    """The jaxmarl version a run.json's results used (older records: their machine's jaxmarl)."""
+    return record.get("smax") or (record.get("machine") or {}).get("jaxmarl")
+
+
+def _check_record(path: Path, record: dict) -> None:
+    """A variant folder belongs to one definition: refuse to mix results of a changed one."""
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    keys = ("experiment", "version", "scale", "variant", "seeds", "config")
+    if any(old.get(k) != record[k] for k in keys):
+        raise ValueError(f"experiment: {path.parent} holds results of a different definition "
+                         f"(version {old.get('version')} vs {record['version']}); move it away or "
+                         f"bump the experiment's version.")
+    if record_smax(old) not in (None, "unknown", record["smax"]):
+        raise ValueError(f"experiment: {path.parent} holds results on SMAX from jaxmarl {record_smax(old)}, "
+                         f"this Python has {record['smax']}; run it with the Python of that version.")
+
+
+# -------------------------------------------------------------------- running
+@dataclass(frozen=True)
+class VariantOutcome:
+    """What ``run_variant`` did."""
+
+    variant: str
+    status: str  # "done" (already finished: nothing run), "copied" (a twin's results), "finished", "stopped"
+    updates: int
+    num_updates: int
+    wall_s: float
+
+
+def make_vmapped(trainer) -> tuple[Callable, Callable, Callable]:
+    """(init, run, evaluate) of ``trainer`` vmapped over a leading seed axis and jitted.
+
+    ``run(states, n)`` is ``n`` updates per seed, ``n`` static (one compile per distinct n).
+    """
+    import jax
+
+    init = jax.jit(jax.vmap(trainer.init_fn))
+    run = jax.jit(lambda s, n: jax.vmap(lambda x: trainer.scan_updates(x, n))(s), static_argnums=1)
+    evaluate = jax.jit(jax.vmap(trainer.evaluate_fn))
+    return init, run, evaluate
+
+
+def seed_keys(seeds):
+    """``[S, 2]`` keys, row k = ``jax.random.PRNGKey(seeds[k])`` (same as ``train.py --seed``)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+
+
+def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, *,
+                max_chunks: int | None = None, cache: dict | None = None, seeds=None,
+                log: Callable[[str], None] = print) -> VariantOutcome:
+    """Train all seeds of one variant as one vmapped program, resuming from its checkpoint.
+
+    ``max_chunks`` stops after that many evaluation chunks (a checkpoint is written
+    after each), as an interruption would; the next call resumes. ``cache`` (a dict
+    the caller owns) keeps the compiled functions per config between calls, so a
+    resume in the same process does not compile again. ``seeds`` (a subset of the
+    scale's) trains only those, with a checkpoint of their own: a long scale can run
+    one seed at a time.
+    """
+    scale = exp.scale(scale_name)
+    config = variant_config(exp, scale_name, variant)
+    check_smax(scale, scale_name)
+    seeds = select_seeds(scale, seeds)
+    vdir = Path(root) / exp_dirname(exp, scale_name) / variant.name
+    total = config.num_updates
+    record = _run_record(exp, scale_name, variant, config, scale.seeds)
+    _check_record(vdir / "run.json", record)
+    if is_finished(vdir, seeds, total):
+        wall = _final_wall(vdir, seeds)
+        log(f"{exp.name}/{variant.name} ({scale_name}): done ({total} updates x {len(seeds)} seeds); skipping.")
+        return VariantOutcome(variant.name, "done", total, total, wall)
+    twin = None if seeds != scale.seeds or _has_progress(vdir, seeds) else find_twin(Path(root), vdir, record,
+                                                            eval_updates(total, eval_every(config, scale)))
+    if twin is not None:
+        copy_twin(twin, vdir, record, seeds)
+        log(f"{exp.name}/{variant.name} ({scale_name}): the same learner config and seeds already ran as "
+            f"{twin.parent.name}/{twin.name}: copied its results (nothing trained).")
+        return VariantOutcome(variant.name, "copied", total, total, _final_wall(vdir, seeds))
+
+    vdir.mkdir(parents=True, exist_ok=True)
+    (vdir / CKPT_DIR).mkdir(exist_ok=True)
+    with _variant_lock(vdir):
+        return _train_variant(exp, scale_name, variant, vdir, config, record, seeds, max_chunks, cache, log)
+
+
+def ckpt_path(vdir: Path, scale: Scale, seeds) -> Path:
+    """The vmapped checkpoint of ``seeds``: ``state.safetensors`` for all the scale's seeds."""
+    if tuple(seeds) == tuple(scale.seeds):
+        return vdir / CKPT_DIR / CKPT_FILE
+    return vdir / CKPT_DIR / ("state-s" + "-".join(str(s) for s in seeds) + ".safetensors")
+
+
+def check_smax(scale: Scale, scale_name: str) -> None:
+    """ValueError naming ``scale`` if it needs another SMAX (jaxmarl) version than the one installed."""
+    from gpae_ref.learner.env import smax_version
+
+    have = smax_version()
+    if scale.smax is not None and have != scale.smax:
+        raise ValueError(f"scale: {scale_name!r} runs on SMAX from jaxmarl {scale.smax} (the authors'), "
+                         f"this Python has jaxmarl {have}; build it with `make env-authors` and run "
+                         f"this command with .venv-authors/bin/python.")
+
+
+def eval_updates(total: int, every: int) -> list[int]:
+    """The updates after which ``_train_variant`` evaluates: every ``every``-th, and the last."""
+    return sorted({*range(every, total + 1, every), total})
+
+
+def _has_progress(vdir: Path, seeds) -> bool:
+    return any((vdir / CKPT_DIR).glob("state*.safetensors")) or any(last_update(seed_csv(vdir, s)) > 0 for s in seeds)
+
+
+def find_twin(root: Path, vdir: Path, record: dict, evals: list[int]) -> Path | None:
+    """A finished variant folder under ``root`` that ran exactly this learner config and these seeds.
+
+    Experiments share settings on purpose (ablation ``dt``, eta ``1.02`` and reuse
+    ``gpae-K2`` are all main's ``gpae-K2``); a twin must match the whole
+    ``LearnerConfig`` (map, budget, every hyperparameter), the seed list and the
+    evaluation schedule, and must not itself be a copy, so its rows are exactly
+    what this variant would have written (seed ``k`` starts from ``PRNGKey(k)``
+    in either case).
+    """
+    for path in sorted(root.glob("*/*/run.json")):
+        src = path.parent
+        if src.resolve() == vdir.resolve():
+            continue
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if old.get("copied_from") or old.get("config") != record["config"] or old.get("seeds") != record["seeds"] \
+                or record_smax(old) != record["smax"]:
+            continue
+        if all(_eval_rows_updates(seed_csv(src, s)) == evals for s in record["seeds"]):
+            return src  # the last evaluation is the last update: the twin is finished
+    return None
+
+
+def _eval_rows_updates(csv_path: Path) -> list[int]:
+    from gpae_ref.learner.logbook import read_rows
+
+    return [int(r["update"]) for r in read_rows(csv_path) if r.get("eval_win_rate") not in ("", None)]
+
+
+def copy_twin(src: Path, vdir: Path, record: dict, seeds) -> None:
+    """Copy ``src``'s per-seed CSVs into ``vdir``; run.json says where they came from."""
+    import shutil
+
+    vdir.mkdir(parents=True, exist_ok=True)
+    for s in seeds:
+        shutil.copyfile(seed_csv(src, s), seed_csv(vdir, s))
+    machine = json.loads((src / "run.json").read_text()).get("machine")
+    origin = f"{src.parent.name}/{src.name}"
+    (vdir / "run.json").write_text(json.dumps({**record, "machine": machine, "copied_from": origin},
+                                              indent=1) + "\n")
+
+
+def copied_from(vdir: Path) -> str | None:
+    """The ``<exp>/<variant>`` whose results ``vdir`` holds a copy of (None if trained here)."""
+    path = vdir / "run.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get("copied_from")
+
+
+class _variant_lock:
+    """Refuse a variant another live process on this host is training (it would truncate its rows).
+
+    The lock file holds ``host pid``; one left by a killed process is stale and taken over.
+    """
+
+    def __init__(self, vdir: Path):
+        self.path = vdir / CKPT_DIR / "lock"  # beside the checkpoint: out of git with it
+
+    def __enter__(self):
+        me = f"{platform.node()} {os.getpid()}"
+        if self.path.exists():
+            host, _, pid = self.path.read_text().partition(" ")
+            if host == platform.node() and pid.strip().isdigit() and _alive(int(pid)) \
+                    and int(pid) != os.getpid():
+                raise RuntimeError(f"{self.path.parent}: process {pid.strip()} is training this variant.")
+        self.path.write_text(me)
+        return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _train_variant(exp, scale_name, variant, vdir, config, record, seeds, max_chunks, cache, log) -> VariantOutcome:
+    """The body of ``run_variant`` once the variant's folder is locked: the shared run loop with
+    one chunk per evaluation, each followed by a checkpoint."""
+    import jax
+    import numpy as np
+
+    from gpae_ref.learner.checkpoint import load_checkpoint
+    from gpae_ref.learner.core import make_train
+    from gpae_ref.learner.runloop import Program, Schedule, StopFlag, resume_rows, run_loop
+
+    scale = exp.scale(scale_name)
+    total = config.num_updates
+    ckpt = ckpt_path(vdir, scale, seeds)
+    (vdir / "run.json").write_text(json.dumps({**record, "machine": machine_info(),
+                                               "train_commands": train_commands(exp, scale_name, variant)},
+                                              indent=1) + "\n")
+    cache = {} if cache is None else cache
+    if config not in cache:
+        trainer = make_train(config)
+        cache[config] = (trainer, *make_vmapped(trainer))
+    trainer, init, run, evaluate = cache[config]
+    keys = seed_keys(seeds)
+    csvs = [seed_csv(vdir, s) for s in seeds]
+    wall0 = 0.0
+    if ckpt.exists():
+        state, meta = load_checkpoint(ckpt, jax.eval_shape(init, keys))
+        wall0 = float(meta.get("wall_s", 0.0))
+        u = int(np.asarray(state.update)[0])
+        resume_rows(csvs, u)  # rows written after the checkpoint would be duplicated by the rerun
+        log(f"{exp.name}/{variant.name}: resuming at update {u}/{total}.")
+    else:
+        for path in csvs:  # rows without a checkpoint cannot be continued: start over
+            path.unlink(missing_ok=True)
+        state = init(keys)
+    # Wait for init (or the load) before compiling and dispatching the update: a run
+    # that was dispatched while another program was still executing hung twice in the
+    # XLA CPU runtime (jax 0.10.2, 2 cores: every thread idle, BlockUntilReady forever).
+    state = jax.block_until_ready(state)
+    every = eval_every(config, scale)
+    log(f"{exp.name}/{variant.name} ({scale_name}): {config.scenario} {total} updates x "
+        f"{config.steps_per_update} env steps x {len(seeds)} seeds, eval every {every}.")
+    program = Program(run=run, evaluate=evaluate, csv_paths=csvs, ckpt_path=ckpt,
+                      steps_per_update=config.steps_per_update, seeds=tuple(seeds),
+                      meta=lambda st, wall: {"record": record, "config": config.to_dict(),
+                                             "schedule": Schedule(every, every, every).to_dict()})
+
+    def on_chunk(c):
+        log(f"  update {c['update']}/{total}  env steps {int(c['env_steps'].reshape(-1)[0]):,}  greedy win "
+            f"{' '.join(f'{w:.2f}' for w in np.asarray(c['evaluation'].win_rate))}  "
+            f"({c['seconds']:.1f} s chunk, {c['wall']:,.0f} s total)")
+
+    with StopFlag() as stop:
+        out = run_loop(program, state, total=total, schedule=Schedule(every, every, every), wall0=wall0,
+                       max_chunks=max_chunks, stop=stop, on_chunk=on_chunk)
+    if out.status == "nan":
+        log(f"{exp.name}/{variant.name}: NaN/inf at update {out.bad_update}; last finite state "
+            f"(update {out.update}) kept in {ckpt}.")
+    return VariantOutcome(variant.name, out.status, out.update, total, out.wall_s)
+
+
+def train_commands(exp: Experiment, scale_name: str, variant: Variant) -> dict[str, str]:
+    """Per seed, the ``python -m gpae_ref.train`` command that runs the same learner, seed and schedule
+    alone (one seed, not vmapped: equal settings, not necessarily bit-equal numbers)."""
+    import dataclasses
+
+    from gpae_ref.learner.settings import train_argv
+
+    config = variant_config(exp, scale_name, variant)
+    every = eval_every(config, exp.scale(scale_name))
+    sched = ["--eval-every", str(every), "--checkpoint-every", str(every), "--chunk", str(every)]
+    return {str(s): " ".join(["python -m gpae_ref.train", *train_argv(dataclasses.replace(config, seed=s)), *sched,
+                              "--name", f"{exp_dirname(exp, scale_name)}_{variant.name}_s{s}"])
+            for s in exp.scale(scale_name).seeds}
+
+
+def _final_wall(vdir: Path, seeds) -> float:
+    from gpae_ref.learner.logbook import read_rows
+
+    rows = read_rows(seed_csv(vdir, seeds[0]))
+    return float(rows[-1]["wall_s"]) if rows else 0.0
+
+
+def run_experiment(name: str, scale_name: str = "local", root="results", *, variants: str | None = None,
+                   max_chunks: int | None = None, cache: dict | None = None, seeds=None,
+                   log: Callable[[str], None] = print) -> list[VariantOutcome]:
+    """Run (or resume, or skip) every variant of experiment ``name`` at ``scale_name``."""
+    exp = get_experiment(name)
+    exp.scale(scale_name)
+    if scale_name not in SCALES:
+        raise ValueError(f"scale: unknown {scale_name!r}; known: {', '.join(SCALES)}.")
+    return [run_variant(exp, scale_name, v, Path(root), max_chunks=max_chunks, cache=cache, seeds=seeds, log=log)
+            for v in select_variants(exp, variants)]

@@ -1,0 +1,243 @@
+"""The one run loop of ``python -m gpae_ref.train`` and the experiment runner.
+
+Chunks of jitted updates, greedy evaluations, CSV rows, checkpoints, resume,
+Ctrl-C and the NaN stop, for one seed (``train``) or S seeds vmapped (the runner:
+the state has a leading seed axis and each seed has its own CSV). The callers
+only decide what to run; this module decides how.
+
+Order per chunk, on which resume relies: run n updates; if any loss or any
+float leaf of the new state is not finite, keep the previous (finite) state,
+checkpoint it and stop; else evaluate (on an evaluation boundary or the last
+update), append the rows, then checkpoint (on a checkpoint boundary or the last
+update). A kill between rows and checkpoint leaves rows past the checkpoint:
+``resume_rows`` drops them, and any partial trailing line.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+RUN_FORMAT = 1  # version of the run-settings record in config.json and the checkpoint meta
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a run returns to the host, evaluates and checkpoints (in updates)."""
+
+    chunk: int = 5
+    """Updates per jitted call (one compile per distinct chunk length)."""
+    eval_every: int = 10
+    """Updates between greedy evaluations (0: never, not even at the end)."""
+    checkpoint_every: int = 20
+    """Updates between checkpoints (also written at the end and on a stop)."""
+
+    def __post_init__(self):
+        for name, low in (("chunk", 1), ("eval_every", 0), ("checkpoint_every", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name}: must be an integer >= {low}; got {value!r} "
+                                 f"(--{name.replace('_', '-')}).")
+
+    def to_dict(self) -> dict:
+        return {"chunk": self.chunk, "eval_every": self.eval_every, "checkpoint_every": self.checkpoint_every}
+
+    def next_chunk(self, u: int, stop_at: int) -> int:
+        """Updates in the chunk starting after update ``u``: up to the next boundary or ``stop_at``."""
+        until = lambda every: every - u % every  # noqa: E731 - local shorthand
+        n = min(self.chunk, stop_at - u, until(self.checkpoint_every))
+        return min(n, until(self.eval_every)) if self.eval_every else n
+
+
+@dataclass
+class Program:
+    """What the loop runs: ``run(state, n)`` -> (state, metrics stacked over n), ``evaluate(state)``.
+
+    ``seeds`` is None for an unbatched state (one seed), else the seeds along the
+    state's leading axis; ``csv_paths`` has one path per seed (one for None).
+    """
+
+    run: Callable
+    evaluate: Callable
+    csv_paths: list
+    ckpt_path: Path
+    steps_per_update: int
+    seeds: tuple | None = None
+    meta: Callable[[Any, float], dict] = field(default=lambda state, wall: {})
+    """Extra checkpoint metadata (config, schedule, record) given the state and the wall time."""
+
+
+@dataclass(frozen=True)
+class LoopOutcome:
+    """How ``run_loop`` ended: ``finished`` (last update done), ``stopped`` (budget of this
+    call, or Ctrl-C when ``interrupted``), ``nan`` (non-finite loss or state; last finite state kept)."""
+
+    state: Any
+    update: int
+    status: str
+    wall_s: float
+    chunks: int
+    timed_steps: int
+    timed_s: float
+    last_eval: tuple | None
+    interrupted: bool = False
+    bad_update: int | None = None
+
+
+class StopFlag:
+    """First SIGINT: stop at the next chunk boundary; second: the default KeyboardInterrupt."""
+
+    def __init__(self, notice: str = "\nCtrl-C: stopping after this chunk (press again to abort without "
+                                      "a checkpoint)."):
+        self.requested = False
+        self.notice = notice
+        self._old = None
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(self.notice, flush=True)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def _seed_slice(tree, i):
+    import jax
+
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def all_finite(tree) -> bool:
+    """Every floating leaf of ``tree`` is finite (integer leaves cannot be NaN)."""
+    import jax
+    import numpy as np
+
+    for x in jax.tree_util.tree_leaves(tree):
+        x = np.asarray(jax.device_get(x))
+        if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+            return False
+    return True
+
+
+def first_bad_update(metrics) -> int | None:
+    """The first update whose actor or critic loss is not finite (None if all are)."""
+    import numpy as np
+
+    ok = np.isfinite(np.asarray(metrics.actor_loss)) & np.isfinite(np.asarray(metrics.value_loss))
+    if ok.all():
+        return None
+    upd = np.asarray(metrics.update)
+    return int(upd[~ok].min())
+
+
+def state_update(state, seeds) -> int:
+    import numpy as np
+
+    u = np.asarray(state.update)
+    return int(u.reshape(-1)[0]) if seeds is not None else int(u)
+
+
+def save(program: Program, state, wall: float) -> None:
+    from gpae_ref.learner.checkpoint import save_checkpoint
+
+    u = state_update(state, program.seeds)
+    import numpy as np
+
+    steps = int(np.asarray(state.env_steps).reshape(-1)[0])
+    meta = {"run_format": RUN_FORMAT, "update": u, "env_steps": steps, "wall_s": wall,
+            "seeds": None if program.seeds is None else list(program.seeds)}
+    meta.update(program.meta(state, wall))
+    save_checkpoint(program.ckpt_path, state, meta)
+
+
+def resume_rows(csv_paths, last_update: int) -> list[int]:
+    """Before continuing from a checkpoint at ``last_update``: drop every CSV row past it (and a
+    partial trailing line a kill left); -> rows kept per file."""
+    from gpae_ref.learner import logbook
+
+    return [logbook.truncate_rows(p, last_update) for p in csv_paths]
+
+
+def run_loop(program: Program, state, *, total: int, schedule: Schedule, wall0: float = 0.0,
+             stop_at: int | None = None, max_chunks: int | None = None, stop: StopFlag | None = None,
+             on_chunk: Callable[[dict], None] | None = None) -> LoopOutcome:
+    """Run chunks from ``state`` until update ``stop_at`` (default ``total``), ``max_chunks`` chunks,
+    a Ctrl-C (``stop.requested``) or a non-finite loss/state; see the module doc for the order.
+
+    ``on_chunk`` gets a dict per chunk (update, env_steps, n, seconds, metrics, evaluation, wall).
+    A stop before ``total`` writes a checkpoint at the stopping update.
+    """
+    import jax
+    import numpy as np
+
+    from gpae_ref.learner import logbook
+
+    stop_at = total if stop_at is None else min(total, stop_at)
+    u = state_update(state, program.seeds)
+    t_start = time.perf_counter()
+    timed_steps, timed_s, compiled, chunks = 0, 0.0, set(), 0
+    last_eval, last_ckpt = None, None
+    wall = lambda: wall0 + time.perf_counter() - t_start  # noqa: E731 - local shorthand
+    width = 1 if program.seeds is None else len(program.seeds)
+    while u < stop_at and (max_chunks is None or chunks < max_chunks) and not (stop and stop.requested):
+        n = schedule.next_chunk(u, stop_at)
+        t0 = time.perf_counter()
+        new_state, metrics = jax.block_until_ready(program.run(state, n))
+        metrics = jax.device_get(metrics)
+        dt = time.perf_counter() - t0
+        bad = first_bad_update(metrics)
+        if bad is not None or not all_finite(new_state):
+            # The loss of update k is computed before update k changes the parameters, so finite
+            # losses do not prove a finite state: keep `state`, which passed this check (or is init).
+            save(program, state, wall())
+            return LoopOutcome(state, u, "nan", wall(), chunks, timed_steps, timed_s, last_eval,
+                               bad_update=bad if bad is not None else u + 1)
+        new_u = u + n
+        evaluation = None
+        if schedule.eval_every and (new_u % schedule.eval_every == 0 or new_u == total):
+            evaluation = jax.device_get(program.evaluate(new_state))
+            last_eval = (new_u, evaluation)
+        state, u = new_state, new_u
+        w = wall()
+        for i, path in enumerate(program.csv_paths):
+            m = metrics if program.seeds is None else _seed_slice(metrics, i)
+            ev = evaluation if (evaluation is None or program.seeds is None) else _seed_slice(evaluation, i)
+            logbook.append_rows(path, logbook.metric_rows(m, w, ev))
+        # The checkpoint comes after the rows: a kill in between leaves extra rows, dropped on resume.
+        if u % schedule.checkpoint_every == 0 or u == total:
+            save(program, state, w)
+            last_ckpt = u
+        if n in compiled:  # a chunk length's first call includes its compilation: not in steps/s
+            timed_steps += n * program.steps_per_update * width
+            timed_s += dt
+        compiled.add(n)
+        chunks += 1
+        if on_chunk is not None:
+            on_chunk({"update": u, "env_steps": np.asarray(state.env_steps), "n": n, "seconds": dt,
+                      "metrics": metrics, "evaluation": evaluation, "last_eval": last_eval, "wall": w,
+                      "steps_per_s": timed_steps / timed_s if timed_s else float("nan")})
+    if u < total and last_ckpt != u:
+        save(program, state, wall())
+    status = "finished" if u >= total else "stopped"
+    return LoopOutcome(state, u, status, wall(), chunks, timed_steps, timed_s, last_eval,
+                       interrupted=bool(stop and stop.requested))
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically (temp file + rename): a kill never leaves half a config."""
+    import os
+
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
