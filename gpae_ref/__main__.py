@@ -11,16 +11,18 @@ from typing import Callable, Sequence
 def load_estimator(spec: str) -> Callable:
     """Import ``package.module:function`` (attribute paths like ``mod:obj.method`` work too).
 
-    Raises ValueError with a readable message for a malformed spec, a module
-    that cannot be imported, a missing attribute or a non-callable object.
+    Raises ValueError with a one-line message for a malformed spec, a module
+    that fails to import (for any reason: the message names the exception), a
+    missing attribute or a non-callable object.
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"estimator must be given as package.module:function; got {spec!r}.")
     try:
         obj = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import module {module_name!r} (from {spec!r}): {exc}") from exc
+    except Exception as exc:  # SyntaxError, NameError, ... at import time: still a one-line message
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"cannot import module {module_name!r} (from {spec!r}): {type(exc).__name__}: {first}") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -34,14 +36,54 @@ def load_estimator(spec: str) -> Callable:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gpae_ref", description="GPAE reference: verify an estimator, or run the oracle demo.")
     sub = p.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("verify", help="check an estimator against the spec's properties (exit 1 on failure)")
+    v = sub.add_parser("verify", help="check an estimator against the spec's properties (exit 1 on failure)",
+                       description="Exit status: 0 all checked cells passed, 1 some failed, 2 bad usage or the "
+                                   "estimator could not be loaded.")
     v.add_argument("estimator", help="package.module:function with the signature of gpae_ref.gpae")
+    v.add_argument("--corrections", default=None,
+                   help="comma-separated corrections the estimator implements, e.g. none,dt (default: all five)")
+    v.add_argument("--checks", default=None, help="comma-separated checks (default: all), e.g. 'P1,matches reference'")
+    v.add_argument("--agents", type=int, default=None, choices=[1],
+                   help="1: a single-agent estimator on [T, B] arrays (default: [T, B, N])")
+    v.add_argument("--no-masks", dest="masks", action="store_false", help="the estimator has no mask argument")
     v.add_argument("--seed", type=int, default=0, help="seed of every game, policy and input (default 0)")
-    v.add_argument("--atol", type=float, default=1e-9, help="absolute tolerance (default 1e-9; 1e-4 for float32)")
-    v.add_argument("--rtol", type=float, default=1e-9, help="relative tolerance (default 1e-9; 1e-4 for float32)")
+    v.add_argument("--atol", type=float, default=None, help="absolute tolerance (default: by output dtype, "
+                                                              "1e-9 float64, 1e-4 float32)")
+    v.add_argument("--rtol", type=float, default=None, help="relative tolerance (default: by output dtype)")
+    v.add_argument("--max-examples", type=int, default=3, help="counterexamples kept per failing check (default 3)")
+    v.add_argument("--save", metavar="DIR", help="write report.json and each counterexample (.npz + rerun .py) to DIR")
+    v.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    v.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     d = sub.add_parser("demo", help="exact bias and contraction of every trace correction on a random game")
     d.add_argument("--seed", type=int, default=0, help="seed of the game and policies (default 0)")
     return p
+
+
+def _verify_command(parser: argparse.ArgumentParser, args) -> int:
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # as `python -m` does, so that modules in the current folder can be named
+    try:
+        estimator = load_estimator(args.estimator)
+    except ValueError as exc:
+        print(f"gpae_ref verify: {exc}", file=sys.stderr)
+        return 2
+    from gpae_ref.verify import verify
+
+    try:
+        report = verify(estimator, corrections=args.corrections, checks=args.checks, agents=args.agents,
+                        masks=args.masks, seed=args.seed, atol=args.atol, rtol=args.rtol,
+                        max_examples=args.max_examples, progress=not args.quiet)
+    except ValueError as exc:  # a bad option
+        parser.error(str(exc))
+    print(report.to_json() if args.json else report)
+    if args.save:
+        try:
+            paths = report.save(args.save)
+        except (OSError, ValueError) as exc:
+            print(f"gpae_ref verify: cannot save to {args.save!r}: {exc}", file=sys.stderr)
+            return 2
+        print(f"saved {len(paths)} files to {args.save}", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,15 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "verify":
-        try:
-            estimator = load_estimator(args.estimator)
-        except ValueError as exc:
-            parser.error(str(exc))  # exits with status 2 and a usage line
-        from gpae_ref.verify import verify
-
-        report = verify(estimator, seed=args.seed, atol=args.atol, rtol=args.rtol)
-        print(report)
-        return 0 if report.ok else 1
+        return _verify_command(parser, args)
     from gpae_ref.demo import run_demo
 
     print(run_demo(seed=args.seed))

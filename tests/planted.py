@@ -106,3 +106,72 @@ def returns_nan(*args, **kwargs):
 def raises(*args, **kwargs):
     """Always raises: verify must report it, not crash."""
     raise RuntimeError("planted failure")
+
+
+# ----------------------------------------------------------------------------
+# Partial estimators: what other libraries implement
+# ----------------------------------------------------------------------------
+
+
+def gae_only(rewards, values, dones, logp_target, logp_behaviour, *, gamma, lam, correction="none", eta=1.02,
+             mask=None):
+    """Plain per-agent GAE (correction 'none' only), as most libraries have it."""
+    if correction != "none":
+        raise NotImplementedError(f"only plain GAE; correction {correction!r} is not implemented")
+    return _estimator(rewards, values, dones, logp_target, logp_behaviour, gamma=gamma, lam=lam,
+                      correction="none", mask=mask)
+
+
+def no_full(*args, correction="dt", **kwargs):
+    """Every truncated correction, but not 'full' (V-trace-style code cannot express untruncated traces)."""
+    if correction == "full":
+        raise NotImplementedError("untruncated traces are not supported")
+    return _estimator(*args, correction=correction, **kwargs)
+
+
+def ignores_mask(*args, mask=None, **kwargs):
+    """Bug: takes mask= but ignores it (dead agents' ratios still enter the traces)."""
+    return _estimator(*args, **kwargs)
+
+
+def no_mask_argument(rewards, values, dones, logp_target, logp_behaviour, *, gamma, lam, correction="dt", eta=1.02):
+    """Correct, but has no mask argument at all."""
+    return _estimator(rewards, values, dones, logp_target, logp_behaviour, gamma=gamma, lam=lam,
+                      correction=correction, eta=eta)
+
+
+def couples_large_batches(*args, **kwargs):
+    """Bug that shows only in big batches: past 10,000 columns, every column uses column 0's dones."""
+    A, v = _estimator(*args, **kwargs)
+    if np.shape(args[0])[1] > 10_000:
+        d = np.repeat(np.asarray(args[2])[:, :1], np.shape(args[0])[1], axis=1)
+        A, v = _estimator(args[0], args[1], d, *args[3:], **kwargs)
+    return A, v
+
+
+def single_agent_retrace(rewards, values, dones, logp_target, logp_behaviour, *, gamma, lam, correction="it",
+                         eta=1.02, mask=None, bug=False):
+    """A single-agent [T, B] GAE with truncated IS traces c = min(1, rho) (V-trace-style), written plainly.
+
+    Corrections: none (c = 1), it/st (min(1, rho)), dt (min(1, rho min(eta, 1)): one agent has no others).
+    """
+    r, V, d = (np.asarray(x, np.float64) for x in (rewards, values, dones))
+    rho = np.exp(np.asarray(logp_target, np.float64) - np.asarray(logp_behaviour, np.float64))
+    if mask is not None:
+        rho = np.where(np.asarray(mask) > 0, rho, 1.0)
+    c = {"none": np.ones_like(rho), "it": np.minimum(1, rho), "st": np.minimum(1, rho),
+         "dt": np.minimum(1, rho * min(eta, 1.0))}[correction]
+    T = r.shape[0]
+    A = np.zeros_like(r)
+    nxt = np.zeros(r.shape[1])
+    for t in reversed(range(T)):
+        delta = r[t] + gamma * (1 - d[t]) * V[t + 1] - V[t]
+        trace = c[t + 1] if t + 1 < T else 1.0
+        A[t] = delta + gamma * lam * (1 if bug else (1 - d[t])) * trace * nxt
+        nxt = A[t]
+    return A, V[:T] + np.minimum(1, rho) * A
+
+
+def single_agent_retrace_bug(*args, **kwargs):
+    """Bug: the done cuts the bootstrap but not the trace (single-agent layout)."""
+    return single_agent_retrace(*args, bug=True, **kwargs)

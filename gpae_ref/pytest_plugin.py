@@ -1,0 +1,94 @@
+"""The pytest plugin of gpae-ref: ``pytest --gpae-verify package.module:function [--gpae-*]``.
+
+Registered through the ``pytest11`` entry point; it does nothing unless
+``--gpae-verify`` is given. Then it adds one test item per (check,
+correction) of ``gpae_ref.verify`` for each estimator named (the option can be
+repeated). Imports nothing heavy until then.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("gpae-ref", "verify an advantage estimator against gpae-ref's exact oracle")
+    group.addoption("--gpae-verify", action="append", default=[], metavar="MODULE:FUNCTION",
+                    help="estimator to verify (signature of gpae_ref.gpae); may be repeated")
+    group.addoption("--gpae-corrections", default=None, metavar="LIST",
+                    help="comma-separated corrections it implements (default: all five)")
+    group.addoption("--gpae-checks", default=None, metavar="LIST", help="comma-separated checks (default: all)")
+    group.addoption("--gpae-agents", type=int, default=None, choices=[1], help="1: single-agent [T, B] estimator")
+    group.addoption("--gpae-no-masks", action="store_true", help="the estimator has no mask argument")
+    group.addoption("--gpae-seed", type=int, default=0, help="seed of games and inputs (default 0)")
+    group.addoption("--gpae-atol", type=float, default=None, help="absolute tolerance (default: by output dtype)")
+    group.addoption("--gpae-rtol", type=float, default=None, help="relative tolerance (default: by output dtype)")
+
+
+def _options(config) -> dict:
+    return dict(corrections=config.getoption("gpae_corrections"), checks=config.getoption("gpae_checks"),
+                agents=config.getoption("gpae_agents"), masks=not config.getoption("gpae_no_masks"),
+                seed=config.getoption("gpae_seed"), atol=config.getoption("gpae_atol"),
+                rtol=config.getoption("gpae_rtol"))
+
+
+class VerifyCollector(pytest.Collector):
+    """All cells of one estimator's verify; the report is computed when the first item runs."""
+
+    def __init__(self, *, spec: str, **kwargs):
+        super().__init__(**kwargs)
+        self.spec = spec
+        self._report = None
+
+    def report(self):
+        if self._report is None:
+            from gpae_ref.__main__ import load_estimator
+            from gpae_ref.verify import verify
+
+            self._report = verify(load_estimator(self.spec), **_options(self.config))
+        return self._report
+
+    def collect(self):
+        from gpae_ref._validate import CORRECTIONS
+        from gpae_ref.verify import CHECKS, _names
+
+        opts = _options(self.config)
+        checks = _names(opts["checks"], CHECKS, "--gpae-checks")
+        corrections = _names(opts["corrections"], CORRECTIONS, "--gpae-corrections")
+        for check in checks:
+            for correction in corrections:
+                yield VerifyItem.from_parent(self, name=f"{check}[{correction}]", check=check, correction=correction)
+
+
+class VerifyItem(pytest.Item):
+    def __init__(self, *, check: str, correction: str, **kwargs):
+        super().__init__(**kwargs)
+        self.check, self.correction = check, correction
+
+    def runtest(self):
+        from gpae_ref.testing import VerifyFailure, cell_outcome
+
+        status, message = cell_outcome(self.parent.report(), self.check, self.correction)
+        if status == "n/a":
+            pytest.skip(message)
+        if status != "pass":
+            raise VerifyFailure(message)
+
+    def repr_failure(self, excinfo):
+        from gpae_ref.testing import VerifyFailure
+
+        if isinstance(excinfo.value, VerifyFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.parent.spec, None, f"gpae-verify {self.parent.spec} {self.check} [{self.correction}]"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    for spec in config.getoption("gpae_verify"):
+        try:
+            collector = VerifyCollector.from_parent(session, name=f"gpae-verify[{spec}]", spec=spec)
+            items.extend(collector.collect())
+        except ValueError as exc:  # a bad --gpae-* option or estimator spec
+            raise pytest.UsageError(f"--gpae-verify {spec}: {exc}") from None

@@ -1,0 +1,99 @@
+"""Saving a counterexample as ``.npz`` (no pickle) plus a Python snippet that reruns it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gpae_ref.verify.report import Counterexample
+
+_SNIPPET = '''"""Rerun verify's counterexample: [{check} / {correction}] {title}
+
+{description}
+Run from this folder: python {stem}.py
+"""
+import numpy as np
+
+{import_line}
+
+data = np.load("{stem}.npz")  # arrays only, no pickle
+NAMES = ("rewards", "values", "dones", "logp_target", "logp_behaviour")
+CALLS = {calls!r}  # the options of each call
+atol, rtol = {atol!r}, {rtol!r}
+
+
+def call(j):
+    args = [data[f"call{{j}}_{{name}}"] for name in NAMES]
+    kwargs = dict(CALLS[j])
+    if f"call{{j}}_mask" in data.files:
+        kwargs["mask"] = data[f"call{{j}}_mask"]
+    out = estimator(*args, **kwargs)
+    return [np.asarray(o, np.float64){expand} for o in out]
+
+
+what = {what}  # 0 = advantages, 1 = value_targets
+outputs = [call(j) for j in range(len(CALLS))]
+{relation_code}
+err = np.abs(got - expected)
+print("expected:", expected.ravel()[:12])
+print("got:     ", got.ravel()[:12])
+print("max |error|:", float(err.max()), "at", [int(i) for i in np.unravel_index(np.argmax(err), err.shape)])
+print("passes" if np.allclose(got, expected, atol=atol, rtol=rtol) else "FAILS", "at atol", atol, "rtol", rtol)
+'''
+
+_RELATIONS = {
+    "direct": "got, expected = outputs[0][what], data[\"expected\"]",
+    "expectation": (
+        "# E[. | s_0, a_0]: row 0 of each enumerated trajectory, weighted by its probability given its start\n"
+        "S, A = int(data[\"n_states\"]), int(data[\"n_joint\"])\n"
+        "col = outputs[0][what][0]\n"
+        "got = np.zeros((S * A,) + col.shape[1:])\n"
+        "np.add.at(got, data[\"start\"], data[\"weight\"].reshape((-1,) + (1,) * (col.ndim - 1)) * col)\n"
+        "got = got.reshape((S, A) + col.shape[1:])\n"
+        "expected = data[\"expected\"]"
+    ),
+    "permute": "got, expected = outputs[0][what], outputs[1][what][..., data[\"perm\"]]",
+    "scale": "got, expected = outputs[0][what], float(data[\"scale\"]) * outputs[1][what]",
+    "concat_columns": "got, expected = outputs[0][what], np.concatenate([o[what] for o in outputs[1:]], axis=1)",
+    "concat_time": "got, expected = outputs[0][what], np.concatenate([o[what] for o in outputs[1:]], axis=0)",
+}
+
+
+def _import_line(label: str) -> str:
+    module, _, name = label.partition(":")
+    if module and name and "<" not in name and module not in ("?", "__main__"):
+        head, _, rest = name.partition(".")
+        if rest:
+            return f"from {module} import {head}\nestimator = {head}.{rest}"
+        return f"from {module} import {head} as estimator"
+    return f"estimator = ...  # the estimator verify checked ({label}): import or define it here"
+
+
+def save_counterexample(x: Counterexample, folder: Path, stem: str, label: str, atol: float, rtol: float,
+                        agents: int | None) -> list[Path]:
+    """Write ``<stem>.npz`` and ``<stem>.py``; return both paths."""
+    arrays: dict[str, np.ndarray] = {}
+    for j, (inputs, _opts) in enumerate(x.calls):
+        for k, v in inputs.items():
+            arrays[f"call{j}_{k}"] = np.asarray(v)
+    if x.expected is not None and x.relation in ("direct", "expectation"):
+        arrays["expected"] = np.asarray(x.expected, np.float64)
+    if x.got is not None:
+        arrays["got_in_verify"] = np.asarray(x.got, np.float64)
+    for k in ("weight", "start", "n_states", "n_joint", "perm", "scale"):
+        if k in x.extra:
+            arrays[k] = np.asarray(x.extra[k])
+    for k, v in x.extra.get("game", {}).items():
+        arrays[f"game_{k}"] = np.asarray(v)
+    npz = folder / f"{stem}.npz"
+    np.savez(npz, **arrays)
+    py = folder / f"{stem}.py"
+    expand = "[..., None]" if agents == 1 else ""
+    calls = [{k: (float(v) if isinstance(v, float) else v) for k, v in opts.items()} for _, opts in x.calls]
+    py.write_text(_SNIPPET.format(
+        check=x.check, correction=x.correction, title=x.title,
+        description=x.description.replace('"""', "'''"), stem=stem, import_line=_import_line(label),
+        calls=calls, atol=atol, rtol=rtol, expand=expand, what=x.what, relation_code=_RELATIONS[x.relation],
+    ))
+    return [npz, py]
