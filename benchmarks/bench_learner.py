@@ -21,6 +21,7 @@ VARIANTS = {
     "gpae K=1": dict(advantage="gpae", reuse=1),
     "gpae K=4": dict(advantage="gpae", reuse=4),
     "coma": dict(advantage="coma"),
+    "dop": dict(advantage="dop"),
 }
 
 
