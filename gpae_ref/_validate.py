@@ -1,10 +1,13 @@
-"""Input validation shared by every backend.
+"""What every backend shares: the table of corrections, the dtype rule, the tolerances, validation.
 
 Every backend calls these functions before it computes anything, so a bad
-input fails the same way whichever backend the user picked. Shape checks work
-on anything with ``.shape`` (NumPy, Numba device arrays, JAX arrays, tracers);
-value checks (NaN/inf, log-probs > 0, dones not 0/1) need concrete host values
-and are skipped by callers that cannot afford a device-to-host copy.
+input fails the same way whichever backend the user picked. Shape and dtype
+checks work on anything with ``.shape`` and ``.dtype`` (NumPy, Numba device
+arrays, JAX arrays, tracers); value checks (NaN/inf, log-probs > 0, dones not
+0/1, values beyond the compute dtype's range) need concrete host values and
+are skipped by callers that cannot afford a device-to-host copy. The Numba
+backend makes the value checks inside its kernel's pass and calls
+``check_values`` only to name the culprit when that pass found one.
 """
 
 from __future__ import annotations
@@ -88,6 +91,128 @@ def correction_table_text(indent: str = "") -> str:
     )
 
 
+class Tolerance(NamedTuple):
+    """|got - ref| <= atol * scale + rtol * |ref| per element, against the float64 reference.
+
+    ``scale`` is the largest |ref| of that (env, agent) sequence, at least 1:
+    rounding in the recursion is relative to the terms summed, not to a result
+    that may cancel. With scale = 1 it is the usual per-element test.
+    """
+
+    atol: float
+    rtol: float
+
+
+#: How closely a float32 computation (numba, cuda, jax on float32 inputs) matches
+#: the float64 reference on inputs of moderate size (log-ratios within a few units,
+#: |rewards|, |values| <= 1): the tolerance tests/test_backends.py holds every backend to.
+FLOAT32_TOL = Tolerance(atol=2e-5, rtol=2e-5)
+#: The same for a float64 computation (numba, cuda, and jax with x64 enabled).
+FLOAT64_TOL = Tolerance(atol=1e-12, rtol=1e-12)
+
+
+def tolerance(dtype: Any) -> Tolerance:
+    """FLOAT32_TOL for float32, FLOAT64_TOL for float64."""
+    return FLOAT32_TOL if np.dtype(dtype) == np.float32 else FLOAT64_TOL
+
+
+# ----------------------------------------------------------------------------
+# The dtype rule (one for every backend)
+# ----------------------------------------------------------------------------
+
+#: Arguments that hold numbers; their dtype may be integer or floating, never bool
+#: or complex. dones and mask are flags: bool, integer or floating, read as 0 / nonzero.
+REAL_ARGUMENTS = ("rewards", "values", "logp_target", "logp_behaviour")
+FLAG_ARGUMENTS = ("dones", "mask")
+
+
+def compute_dtype(logp_target: Any) -> np.dtype:
+    """The dtype a fast backend computes and returns in: float32 if ``logp_target`` is
+    float32, float64 for every other accepted dtype (float64, float16, integers).
+
+    The NumPy reference always computes in float64. JAX computes in float64 only
+    with x64 enabled: without it, ``gpae(..., backend="jax")`` raises instead of
+    silently computing in float32 (see ``check_jax_dtype``).
+    """
+    dt = np.dtype(getattr(logp_target, "dtype", np.float64))
+    return np.dtype(np.float32) if dt == np.float32 else np.dtype(np.float64)
+
+
+def _dtype(name: str, x: Any) -> np.dtype:
+    """x's dtype as NumPy's; a framework dtype NumPy does not know (PyTorch's) is read
+    from the array's ``__cuda_array_interface__`` typestr."""
+    try:
+        return np.dtype(x.dtype)
+    except (AttributeError, TypeError) as e:
+        try:
+            return np.dtype(x.__cuda_array_interface__["typestr"])
+        except Exception:
+            pass
+        raise ValueError(
+            f"{name} must be an array with a NumPy dtype; got {type(x).__name__}"
+            f"{' of dtype ' + str(getattr(x, 'dtype', '')) if hasattr(x, 'dtype') else ''}."
+        ) from e
+
+
+def check_dtypes(rewards: Any, values: Any, dones: Any, logp_target: Any, logp_behaviour: Any,
+                 mask: Any = None) -> np.dtype:
+    """Apply the dtype rule; return the compute dtype (``compute_dtype(logp_target)``).
+
+    rewards, values, log-probs: integer or floating (float16/32/64, longer floats
+    are read as float64); dones, mask: bool, integer or floating. Complex is
+    refused (its imaginary part would be dropped), bool where numbers are meant,
+    and anything else (object, strings, dates). Raises ValueError naming the argument.
+    """
+    arrays = dict(rewards=rewards, values=values, dones=dones, logp_target=logp_target,
+                  logp_behaviour=logp_behaviour, mask=mask)
+    for name, x in arrays.items():
+        if x is None:
+            continue
+        dt = _dtype(name, x)
+        if dt.kind == "c":
+            raise ValueError(
+                f"{name} must be real; got complex dtype {dt} (its imaginary part would be "
+                f"dropped). Pass {name}.real if that is what you mean."
+            )
+        if name in REAL_ARGUMENTS and dt.kind == "b":
+            raise ValueError(
+                f"{name} must hold numbers (integer or floating dtype); got bool. "
+                f"Cast it, e.g. {name}.astype(np.float32)."
+            )
+        if dt.kind not in "biuf":
+            raise ValueError(
+                f"{name} must have a numeric dtype (bool only for dones and mask, integer or "
+                f"floating); got {dt}."
+            )
+    return compute_dtype(logp_target)
+
+
+def check_jax_dtype(logp_target: Any) -> np.dtype:
+    """The compute dtype for backend="jax"; ValueError if it is float64 and x64 is off.
+
+    JAX without ``jax_enable_x64`` turns float64 into float32 silently (relative
+    error about 1e-7 instead of 1e-16, in a package used as an oracle): refused.
+    """
+    dt = compute_dtype(logp_target)
+    if dt == np.float64:
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            src = _dtype("logp_target", logp_target)
+            raise ValueError(
+                f"logp_target is {src}, so this call computes in float64, but JAX's 64-bit mode "
+                f"is off and backend='jax' would compute in float32 without saying so. Enable it "
+                f"(jax.config.update('jax_enable_x64', True) at startup, or the context manager "
+                f"jax.enable_x64(True)) or pass float32 log-probs to compute in float32."
+            )
+    return dt
+
+
+# ----------------------------------------------------------------------------
+# Shapes and scalars
+# ----------------------------------------------------------------------------
+
+
 class Shapes(NamedTuple):
     """The sizes of one call: T time steps, B environments, N agents."""
 
@@ -107,25 +232,49 @@ def _shape(name: str, x: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
-def check_scalars(*, gamma: Any, lam: Any, correction: Any, eta: Any) -> None:
-    """Raise ValueError for a discount, lambda, correction or eta out of range."""
-    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not 0.0 <= gamma < 1.0:
+def _real_scalar(name: str, x: Any) -> float | None:
+    """float(x) for a real number (Python, NumPy scalar or 0-d array; not bool), else None."""
+    if isinstance(x, (bool, np.bool_)):
+        return None
+    if isinstance(x, numbers.Real):
+        return float(x)
+    dt = getattr(x, "dtype", None)
+    if getattr(x, "shape", None) == () and dt is not None and np.dtype(dt).kind in "iuf":
+        try:
+            return float(x)
+        except (TypeError, ValueError):  # e.g. a JAX tracer: no concrete value
+            return None
+    return None
+
+
+class Scalars(NamedTuple):
+    """gamma, lam and eta as Python floats, after their checks."""
+
+    gamma: float
+    lam: float
+    eta: float
+
+
+def check_scalars(*, gamma: Any, lam: Any, correction: Any, eta: Any) -> Scalars:
+    """Raise ValueError for a discount, lambda, correction or eta out of range; return them as floats.
+
+    Python numbers, NumPy scalars and 0-d arrays are accepted (``np.array(0.9)``);
+    bools, complex numbers, strings and tracers are not.
+    """
+    g, lm, e = _real_scalar("gamma", gamma), _real_scalar("lam", lam), _real_scalar("eta", eta)
+    if g is None or not 0.0 <= g < 1.0:
         raise ValueError(f"gamma must be a real number in [0, 1); got {gamma!r}.")
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not 0.0 <= lam <= 1.0:
+    if lm is None or not 0.0 <= lm <= 1.0:
         raise ValueError(f"lam must be a real number in [0, 1]; got {lam!r}.")
     if not isinstance(correction, str) or correction not in CORRECTIONS:
         raise ValueError(
             f"correction must be one of {', '.join(repr(c) for c in CORRECTIONS)}; got {correction!r}."
         )
-    if (
-        isinstance(eta, bool)
-        or not isinstance(eta, numbers.Real)
-        or not math.isfinite(eta)
-        or eta <= 0.0
-    ):
+    if e is None or not math.isfinite(e) or e <= 0.0:
         raise ValueError(
             f"eta must be a finite real number > 0 (the paper uses 1.02 on SMAX); got {eta!r}."
         )
+    return Scalars(g, lm, e)
 
 
 def check_logp_shapes(logp_target: Any, logp_behaviour: Any, mask: Any = None) -> tuple[int, int, int]:
@@ -147,21 +296,6 @@ def check_logp_shapes(logp_target: Any, logp_behaviour: Any, mask: Any = None) -
         if ms != lt:
             raise ValueError(f"mask must have shape [T, B, N] = {lt} or be None; got {ms}.")
     return lt
-
-
-def check_logp_values(logp_target: Any, logp_behaviour: Any, mask: Any = None) -> None:
-    """Check the log-probs are finite and <= 0 and the mask is 0/1."""
-    for name, x in (("logp_target", logp_target), ("logp_behaviour", logp_behaviour)):
-        x = np.asarray(x)
-        _check_finite(name, x)
-        if np.any(x > 0):
-            bad = np.argwhere(x > 0)[0]
-            raise ValueError(
-                f"{name} must be log-probabilities (<= 0); found {x[tuple(bad)]!r} at index "
-                f"{tuple(int(i) for i in bad)}. Pass log pi(a|.), not pi(a|.) or logits."
-            )
-    if mask is not None:
-        _check_binary("mask", np.asarray(mask))
 
 
 def check_shapes(
@@ -202,21 +336,58 @@ def check_shapes(
     return Shapes(T, B, N, shared)
 
 
+# ----------------------------------------------------------------------------
+# Contents (host values)
+# ----------------------------------------------------------------------------
+
+
+def _index(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
 def _check_finite(name: str, x: np.ndarray) -> None:
     if not np.all(np.isfinite(x)):
-        bad = np.argwhere(~np.isfinite(x))[0]
+        bad = _index(~np.isfinite(x))
+        raise ValueError(f"{name} must be finite; found {x[bad]!r} at index {bad}.")
+
+
+def _check_range(name: str, x: np.ndarray, dtype: np.dtype | None) -> None:
+    """A finite value beyond the compute dtype's range would become inf there: refused."""
+    if dtype is None or x.dtype.kind != "f" or np.finfo(x.dtype).max <= np.finfo(dtype).max:
+        return
+    big = np.abs(x) > np.finfo(dtype).max
+    if np.any(big):
+        bad = _index(big)
         raise ValueError(
-            f"{name} must be finite; found {x[tuple(bad)]!r} at index {tuple(int(i) for i in bad)}."
+            f"{name} holds {x[bad]!r} at index {bad}, beyond the range of {np.dtype(dtype)} "
+            f"(|x| <= {np.finfo(dtype).max:.3g}), the dtype this call computes in (set by "
+            f"logp_target's dtype): pass float64 logp_target to compute in float64, or rescale."
         )
 
 
 def _check_binary(name: str, x: np.ndarray) -> None:
     if x.dtype != np.bool_ and not np.all((x == 0) | (x == 1)):
-        bad = np.argwhere((x != 0) & (x != 1))[0]
+        bad = _index((x != 0) & (x != 1))
         raise ValueError(
-            f"{name} must hold only 0/1 (or booleans); found {x[tuple(bad)]!r} at index "
-            f"{tuple(int(i) for i in bad)}."
+            f"{name} must hold only 0/1 (or booleans); found {x[bad]!r} at index {bad}."
         )
+
+
+def check_logp_values(logp_target: Any, logp_behaviour: Any, mask: Any = None,
+                      dtype: Any = None) -> None:
+    """Check the log-probs are finite, <= 0 and within ``dtype``'s range, and the mask is 0/1."""
+    for name, x in (("logp_target", logp_target), ("logp_behaviour", logp_behaviour)):
+        x = np.asarray(x)
+        _check_finite(name, x)
+        if np.any(x > 0):
+            bad = _index(x > 0)
+            raise ValueError(
+                f"{name} must be log-probabilities (<= 0); found {x[bad]!r} at index {bad}. "
+                f"Pass log pi(a|.), not pi(a|.) or logits."
+            )
+        _check_range(name, x, dtype)
+    if mask is not None:
+        _check_binary("mask", np.asarray(mask))
 
 
 def check_values(
@@ -226,12 +397,19 @@ def check_values(
     logp_target: Any,
     logp_behaviour: Any,
     mask: Any = None,
+    dtype: Any = None,
 ) -> None:
-    """Check contents: all finite, dones and mask 0/1, log-probs <= 0."""
+    """Check contents: all finite, dones and mask 0/1, log-probs <= 0, all within ``dtype``'s range.
+
+    ``dtype``: the compute dtype (None: no range check, e.g. float64 inputs in float64).
+    """
     for name, x in (("rewards", rewards), ("values", values), ("dones", dones)):
-        _check_finite(name, np.asarray(x))
+        x = np.asarray(x)
+        _check_finite(name, x)
+        if name != "dones":
+            _check_range(name, x, dtype)
     _check_binary("dones", np.asarray(dones))
-    check_logp_values(logp_target, logp_behaviour, mask)
+    check_logp_values(logp_target, logp_behaviour, mask, dtype)
 
 
 def validate(
@@ -247,10 +425,54 @@ def validate(
     eta: Any,
     mask: Any = None,
     check_contents: bool = True,
+    dtype: Any = None,
 ) -> Shapes:
-    """All checks in the order a user would want to hear about them."""
+    """All checks in the order a user would want to hear about them: scalars, shapes, dtypes, contents.
+
+    ``dtype``: the compute dtype for the range check (default: the dtype rule's,
+    ``compute_dtype(logp_target)``; the reference passes float64).
+    """
     check_scalars(gamma=gamma, lam=lam, correction=correction, eta=eta)
     shapes = check_shapes(rewards, values, dones, logp_target, logp_behaviour, mask)
+    rule = check_dtypes(rewards, values, dones, logp_target, logp_behaviour, mask)
     if check_contents:
-        check_values(rewards, values, dones, logp_target, logp_behaviour, mask)
+        check_values(rewards, values, dones, logp_target, logp_behaviour, mask,
+                     rule if dtype is None else dtype)
     return shapes
+
+
+# ----------------------------------------------------------------------------
+# Preallocated outputs
+# ----------------------------------------------------------------------------
+
+
+def check_out(out: Any, shape: tuple[int, int, int], dtype: np.dtype, inputs: dict) -> tuple:
+    """Check ``out = (advantages, value_targets)`` for a host backend; return it as a tuple.
+
+    Each must be a writeable, C-contiguous NumPy array of ``shape`` and ``dtype``;
+    the two must not overlap each other or any input (the kernel reads inputs
+    after it has written outputs of later steps).
+    """
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise ValueError(
+            f"out must be a pair (advantages, value_targets) of arrays; got {type(out).__name__}"
+            f"{' of length ' + str(len(out)) if isinstance(out, (tuple, list)) else ''}."
+        )
+    names = ("advantages", "value_targets")
+    for name, x in zip(names, out):
+        if not isinstance(x, np.ndarray):
+            raise ValueError(f"out {name} must be a NumPy array; got {type(x).__name__}.")
+        if x.shape != tuple(shape) or x.dtype != dtype:
+            raise ValueError(
+                f"out {name} must have shape {tuple(shape)} and dtype {np.dtype(dtype)} (the "
+                f"compute dtype, from logp_target); got shape {x.shape} dtype {x.dtype}."
+            )
+        if not (x.flags.c_contiguous and x.flags.writeable):
+            raise ValueError(f"out {name} must be C-contiguous and writeable.")
+    if np.shares_memory(out[0], out[1]):
+        raise ValueError("out advantages and value_targets must not overlap.")
+    for name, x in zip(names, out):
+        for arg, y in inputs.items():
+            if isinstance(y, np.ndarray) and np.shares_memory(x, y):
+                raise ValueError(f"out {name} must not overlap the input {arg}.")
+    return tuple(out)

@@ -2,13 +2,28 @@
 
 Every backend computes the same function as the NumPy reference
 (``gpae_ref.reference.gpae``) and is tested against it. Validation is shared
-(``gpae_ref._validate``) and runs before any backend computes. Numba, numba.cuda
-and JAX are imported only when their backend runs, so ``import gpae_ref`` stays light.
+(``gpae_ref._validate``: scalars, shapes, the dtype rule, contents) and runs
+before any result is returned; the Numba backend makes the content checks in
+its kernel's own pass. Numba, numba.cuda and JAX are imported only when their
+backend runs, so ``import gpae_ref`` stays light.
 """
 
 from __future__ import annotations
 
-from gpae_ref._validate import check_scalars, check_shapes, validate
+import sys
+
+import numpy as np
+
+from gpae_ref._validate import (
+    REAL_ARGUMENTS,
+    check_dtypes,
+    check_jax_dtype,
+    check_out,
+    check_scalars,
+    check_shapes,
+    check_values,
+    validate,
+)
 from gpae_ref.reference import GPAEOutput
 from gpae_ref.reference import gpae as _gpae_numpy
 
@@ -28,20 +43,30 @@ def _is_tracer(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
-def is_device_array(x) -> bool:
-    """True for GPU arrays: anything with ``__cuda_array_interface__`` or a Numba device array.
+def _cuda_dlpack(x) -> bool:
+    """True for an object whose ``__dlpack_device__`` says CUDA (DLPack device type 2)."""
+    try:
+        return int(x.__dlpack_device__()[0]) == 2
+    except Exception:  # no such method, or a framework that raises for host data
+        return False
 
-    The second test covers the CUDA simulator's arrays, which lack the interface.
+
+def is_device_array(x) -> bool:
+    """True for GPU arrays: ``__cuda_array_interface__``, CUDA DLPack, or a Numba device array.
+
+    The last test covers the CUDA simulator's arrays, which lack the interface.
     A JAX tracer is never a device array here (it has no data to hand over).
     """
-    if x is None or _is_tracer(x):
+    if x is None or _is_tracer(x) or isinstance(x, np.ndarray):
         return False
     if type(x).__module__.startswith("numba.cuda"):
         return True
     try:  # JAX CPU arrays raise from the property instead of lacking it
-        return hasattr(x, "__cuda_array_interface__")
+        if hasattr(x, "__cuda_array_interface__"):
+            return True
     except Exception:
-        return False
+        pass
+    return _cuda_dlpack(x)
 
 
 def _pick_backend(logp_target) -> str:
@@ -55,8 +80,27 @@ def _pick_backend(logp_target) -> str:
     return "numba"
 
 
+def _inputs(rewards, values, dones, logp_target, logp_behaviour, mask) -> dict:
+    return dict(rewards=rewards, values=values, dones=dones, logp_target=logp_target,
+                logp_behaviour=logp_behaviour, mask=mask)
+
+
+def _gpae_numpy_checked(rewards, values, dones, logp_target, logp_behaviour, *, out, **kwargs):
+    result = _gpae_numpy(rewards, values, dones, logp_target, logp_behaviour, **kwargs)
+    if out is None:
+        return result
+    out = check_out(out, result.advantages.shape, np.dtype(np.float64),
+                    _inputs(rewards, values, dones, logp_target, logp_behaviour, kwargs["mask"]))
+    for o, x in zip(out, result):
+        np.copyto(o, x)
+    return GPAEOutput(*out)
+
+
 def _gpae_jax_checked(rewards, values, dones, logp_target, logp_behaviour, *, gamma, lam,
-                      correction, eta, mask):
+                      correction, eta, mask, out):
+    if out is not None:
+        raise ValueError("out is not supported with backend='jax' (JAX arrays are immutable); "
+                         "pass out=None.")
     from gpae_ref.jax_backend import gpae_jax
 
     # Under an outer jit the arrays are tracers: shapes are known, contents are not.
@@ -65,32 +109,84 @@ def _gpae_jax_checked(rewards, values, dones, logp_target, logp_behaviour, *, ga
     )
     validate(rewards, values, dones, logp_target, logp_behaviour, gamma=gamma, lam=lam,
              correction=correction, eta=eta, mask=mask, check_contents=concrete)
-    return gpae_jax(rewards, values, dones, logp_target, logp_behaviour, gamma=float(gamma),
-                    lam=float(lam), correction=correction, eta=float(eta), mask=mask)
+    check_jax_dtype(logp_target)  # float64 without x64: refused, never truncated silently
+    return gpae_jax(rewards, values, dones, logp_target, logp_behaviour, gamma=gamma,
+                    lam=lam, correction=correction, eta=eta, mask=mask)
 
 
-def _gpae_numba_checked(rewards, values, dones, logp_target, logp_behaviour, **kwargs):
-    from gpae_ref.kernels.numba_cpu import gpae_numba
+def _gpae_numba_checked(rewards, values, dones, logp_target, logp_behaviour, *, gamma, lam,
+                        correction, eta, mask, out):
+    """Scalars, shapes and dtypes here; contents in the kernel's own pass (no NumPy passes).
 
-    validate(rewards, values, dones, logp_target, logp_behaviour, **kwargs)
-    return gpae_numba(rewards, values, dones, logp_target, logp_behaviour, **kwargs)
+    Only when the kernel counted a bad element (or an input must be converted to
+    the compute dtype, which could hide a value: 1e39 -> inf, 1e-50 -> 0) does
+    ``check_values`` run over the originals, to name the argument and index.
+    """
+    from gpae_ref.kernels.numba_cpu import run_numba
+
+    arrays = _inputs(rewards, values, dones, logp_target, logp_behaviour, mask)
+    shapes = check_shapes(**arrays)
+    dt = check_dtypes(**arrays)
+    if out is not None:
+        out = check_out(out, (shapes.T, shapes.B, shapes.N), dt, arrays)
+    if any(np.dtype(arrays[name].dtype) != dt for name in REAL_ARGUMENTS):
+        check_values(**arrays, dtype=dt)
+    result, n_bad = run_numba(rewards, values, dones, logp_target, logp_behaviour, gamma=gamma,
+                              lam=lam, correction=correction, eta=eta, mask=mask, out=out)
+    if n_bad:
+        check_values(**arrays, dtype=dt)  # raises, naming the argument and the index
+        raise AssertionError(f"the kernel counted {n_bad} bad input elements that "
+                             f"check_values accepts")  # the two checks disagree: a bug
+    return result
+
+
+def _same_kind(template, x):
+    """Numba device array ``x`` as the kind of ``template`` (zero-copy), without importing anything.
+
+    Numba device arrays and hosts without a known framework get ``x`` itself
+    (any ``__cuda_array_interface__`` consumer can wrap it). For an input of a
+    framework the user has already imported (its module is in ``sys.modules``),
+    that framework's own zero-copy constructor of ``__cuda_array_interface__``
+    objects is used: PyTorch's ``as_tensor``, CuPy's (or a like module's)
+    ``asarray``. JAX has neither at its top level: JAX inputs give Numba device
+    arrays (``jax.dlpack`` or CuPy can wrap them).
+    """
+    kind = type(template)
+    if kind.__module__.startswith("numba.cuda"):
+        return x
+    module = sys.modules.get(kind.__module__.split(".")[0])
+    for name in ("as_tensor", "asarray"):  # torch.as_tensor; cupy.asarray and alikes
+        make = getattr(module, name, None)
+        if callable(make):
+            try:
+                return make(x)
+            except Exception:  # a constructor that does not take the interface
+                break
+    return x
 
 
 def _gpae_cuda_checked(rewards, values, dones, logp_target, logp_behaviour, *, gamma, lam,
-                       correction, eta, mask):
+                       correction, eta, mask, out):
     from gpae_ref.kernels.cuda import gpae_cuda
 
-    arrays = (rewards, values, dones, logp_target, logp_behaviour, mask)
+    arrays = _inputs(rewards, values, dones, logp_target, logp_behaviour, mask)
     # Contents are checked only when no input lives on the device: checking a
     # device array would cost a device-to-host copy of it.
-    if any(is_device_array(x) for x in arrays):
-        check_scalars(gamma=gamma, lam=lam, correction=correction, eta=eta)
-        check_shapes(rewards, values, dones, logp_target, logp_behaviour, mask)
-    else:
-        validate(rewards, values, dones, logp_target, logp_behaviour, gamma=gamma, lam=lam,
-                 correction=correction, eta=eta, mask=mask)
-    return gpae_cuda(rewards, values, dones, logp_target, logp_behaviour, gamma=gamma, lam=lam,
-                     correction=correction, eta=eta, mask=mask)
+    on_device = any(is_device_array(x) for x in arrays.values())
+    shapes = check_shapes(**arrays)
+    dt = check_dtypes(**arrays)
+    if not on_device:
+        check_values(**arrays, dtype=dt)
+        if out is not None:
+            out = check_out(out, (shapes.T, shapes.B, shapes.N), dt, arrays)
+    elif out is not None:
+        raise ValueError("out is supported with backend='cuda' for host inputs only; device "
+                         "inputs return new device arrays: pass out=None.")
+    result = gpae_cuda(rewards, values, dones, logp_target, logp_behaviour, gamma=gamma, lam=lam,
+                       correction=correction, eta=eta, mask=mask, out=out)
+    if is_device_array(logp_target):
+        return GPAEOutput(*(_same_kind(logp_target, x) for x in result))
+    return result
 
 
 def gpae(
@@ -106,39 +202,57 @@ def gpae(
     eta: float = 1.02,
     mask=None,
     backend: str = "auto",
+    out=None,
 ) -> GPAEOutput:
     """GPAE advantages and value targets; see ``gpae_ref.reference.gpae`` for the math.
 
     ``backend``:
 
     ``"numpy"``  the float64 reference (outputs are always float64).
-    ``"numba"``  the fused CPU kernel (``gpae_ref.kernels.numba_cpu``).
+    ``"numba"``  the fused CPU kernel (``gpae_ref.kernels.numba_cpu``); it checks the
+                 contents in its own pass over the data.
     ``"cuda"``   one GPU thread per (env, agent) sequence (``gpae_ref.kernels.cuda``).
-                 Device inputs (Numba device arrays, CuPy, JAX on GPU: anything with
-                 ``__cuda_array_interface__``) give Numba device arrays that stay on the
-                 device; host inputs are copied in and the outputs copied back.
+                 Device inputs (anything with ``__cuda_array_interface__`` or CUDA
+                 DLPack: Numba device arrays, CuPy, PyTorch, JAX on GPU) are used in
+                 place and the outputs stay on the device, as the kind of
+                 ``logp_target`` (a Numba device array where that kind is unknown);
+                 host inputs are copied in and the outputs copied back.
     ``"jax"``    a reverse ``lax.scan`` (``gpae_ref.jax_backend``); works under ``jax.jit``.
     ``"auto"``   from ``logp_target``: "cuda" for a device array, "jax" for a JAX
                  array on the CPU or a tracer, otherwise "numba".
 
-    Dtype: numba and cuda compute and return in the dtype of ``logp_target``
-    (float32 or float64; any other dtype computes in float64); jax follows JAX's
-    rules (float64 needs ``jax_enable_x64``).
+    Dtypes (one rule, ``gpae_ref._validate.check_dtypes``): rewards, values and
+    log-probs may be integer or floating, dones and mask also bool; complex,
+    bool log-probs/rewards/values and non-numeric dtypes raise ValueError.
+    numba, cuda and jax compute and return in float32 if ``logp_target`` is
+    float32, otherwise in float64; jax raises ValueError for float64 when JAX's
+    x64 mode is off (instead of computing in float32 silently). A value beyond
+    the compute dtype's range (a float64 1e39 in a float32 call) raises too.
+    Tolerances against the reference: ``gpae_ref.FLOAT32_TOL``, ``FLOAT64_TOL``.
 
-    Validation (``gpae_ref._validate``) runs first: scalars and shapes always;
-    contents (finite, log-probs <= 0, dones and mask 0/1) whenever the data is on
-    the host. They are skipped for device arrays (cuda: no device-to-host copy
+    ``out``: optional preallocated ``(advantages, value_targets)`` to write into
+    and return (numpy, numba, and cuda with host inputs): writeable C-contiguous
+    NumPy arrays of shape ``[T, B, N]`` and the compute dtype (float64 for
+    numpy), not overlapping each other or any input. Reusing them across calls
+    saves allocating and first-touching fresh pages. If the call raises, their
+    contents are unspecified.
+
+    Validation runs for every backend: scalars (Python or NumPy numbers, 0-d
+    arrays), shapes and dtypes always; contents (finite, log-probs <= 0, dones
+    and mask 0/1, within the compute dtype's range) whenever the data is on the
+    host. They are skipped for device arrays (cuda: no device-to-host copy
     just to check) and for JAX tracers (under ``jit`` there are no values): there a
     NaN, a positive log-prob or a non-binary done is not reported and gives
     meaningless outputs. Raises ValueError naming the argument.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}.")
+    gamma, lam, eta = check_scalars(gamma=gamma, lam=lam, correction=correction, eta=eta)
     if backend == "auto":
         backend = _pick_backend(logp_target)
-    kwargs = dict(gamma=gamma, lam=lam, correction=correction, eta=eta, mask=mask)
+    kwargs = dict(gamma=gamma, lam=lam, correction=correction, eta=eta, mask=mask, out=out)
     if backend == "numpy":
-        return _gpae_numpy(rewards, values, dones, logp_target, logp_behaviour, **kwargs)
+        return _gpae_numpy_checked(rewards, values, dones, logp_target, logp_behaviour, **kwargs)
     if backend == "numba":
         return _gpae_numba_checked(rewards, values, dones, logp_target, logp_behaviour, **kwargs)
     if backend == "cuda":

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gpae_ref._validate import (
+    check_dtypes,
     check_logp_shapes,
     check_logp_values,
     check_scalars,
@@ -54,7 +55,7 @@ def _trace_coefficients(log_rho: np.ndarray, correction: str, eta: float) -> np.
     """
     row = correction_row(correction)
     joint = log_rho.sum(axis=-1, keepdims=True)
-    log_c = row.log_coefficient(log_rho, joint, math.log(eta), np)
+    log_c = row.log_coefficient(log_rho, joint, math.log(float(eta)), np)
     with np.errstate(over="ignore"):
         return np.broadcast_to(np.exp(log_c), log_rho.shape).copy()
 
@@ -73,6 +74,7 @@ def trace_coefficients(
     """
     check_scalars(gamma=0.0, lam=0.0, correction=correction, eta=eta)
     check_logp_shapes(logp_target, logp_behaviour, mask)
+    check_dtypes(None, None, None, logp_target, logp_behaviour, mask)
     check_logp_values(logp_target, logp_behaviour, mask)
     return _trace_coefficients(log_ratios(logp_target, logp_behaviour, mask), correction, eta)
 
@@ -118,14 +120,16 @@ def gpae(
     one-step counterfactual TD error (COMA); N = 1 with a state value is GAE
     with Retrace-style traces.
 
-    Returns ``GPAEOutput(advantages, value_targets)``, both float64 ``[T, B, N]``.
-    Raises ValueError naming the argument for any bad input (nothing is
-    broadcast silently).
+    Returns ``GPAEOutput(advantages, value_targets)``, both float64 ``[T, B, N]``
+    whatever the input dtypes (integer and floating; bool for dones and mask;
+    see ``gpae_ref._validate.check_dtypes``). Raises ValueError naming the
+    argument for any bad input (nothing is broadcast silently).
     """
     shapes = validate(
         rewards, values, dones, logp_target, logp_behaviour,
-        gamma=gamma, lam=lam, correction=correction, eta=eta, mask=mask,
+        gamma=gamma, lam=lam, correction=correction, eta=eta, mask=mask, dtype=np.float64,
     )
+    gamma, lam, eta = check_scalars(gamma=gamma, lam=lam, correction=correction, eta=eta)  # floats
     T, B, N = shapes.T, shapes.B, shapes.N
     r = np.asarray(rewards, np.float64)
     d = np.asarray(dones, np.float64)

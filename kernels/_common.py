@@ -1,10 +1,8 @@
-"""What the CPU and CUDA kernels share: correction codes and the compute dtype."""
+"""What the CPU and CUDA kernels share: correction codes (from the table) and the dtype rule."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from gpae_ref._validate import CORRECTION_CODES
+from gpae_ref._validate import CORRECTION_CODES, compute_dtype
 
 __all__ = ["CORRECTION_CODES", "NONE", "IT", "ST", "DT", "FULL", "compute_dtype"]
 
@@ -12,8 +10,3 @@ __all__ = ["CORRECTION_CODES", "NONE", "IT", "ST", "DT", "FULL", "compute_dtype"
 #: module-level ints, so Numba folds them into its compiled branches.
 NONE, IT, ST, DT, FULL = (CORRECTION_CODES[n] for n in ("none", "it", "st", "dt", "full"))
 
-
-def compute_dtype(logp_target) -> np.dtype:
-    """float32 or float64 inputs compute in their own dtype; anything else in float64."""
-    dt = np.dtype(getattr(logp_target, "dtype", np.float64))
-    return dt if dt in (np.float32, np.float64) else np.dtype(np.float64)

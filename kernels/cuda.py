@@ -23,7 +23,8 @@ import math
 import numpy as np
 from numba import cuda
 
-from gpae_ref.kernels._common import CORRECTION_CODES, DT, IT, NONE, ST, compute_dtype
+from gpae_ref._validate import compute_dtype
+from gpae_ref.kernels._common import CORRECTION_CODES, DT, IT, NONE, ST
 from gpae_ref.reference import GPAEOutput
 
 #: Threads per block; the grid is capped at _BLOCKS_PER_SM blocks per multiprocessor
@@ -95,24 +96,40 @@ def launch_config(n_sequences: int) -> tuple[int, int]:
 
 
 def _to_device(x, dtype=None):
-    """Device array of ``x``: device inputs are used in place, host ones copied in."""
+    """Device array of ``x``: device inputs are used in place, host ones copied in.
+
+    Device inputs: Numba device arrays as they are; anything else exposing
+    ``__cuda_array_interface__`` (CuPy, PyTorch, JAX on GPU) through
+    ``cuda.as_cuda_array``, zero-copy; a CUDA DLPack object without that
+    interface is handed to the kernel launch as it is (numba-cuda reads DLPack).
+    Host flags (dones, mask) of a dtype the kernel cannot read (float16) are
+    converted to float32 exactly.
+    """
     from gpae_ref.api import is_device_array
 
     if is_device_array(x):
-        return x if type(x).__module__.startswith("numba.cuda") else cuda.as_cuda_array(x)
-    return cuda.to_device(np.ascontiguousarray(x, dtype))
+        if type(x).__module__.startswith("numba.cuda"):
+            return x
+        if hasattr(x, "__cuda_array_interface__"):
+            return cuda.as_cuda_array(x)
+        return x
+    x = np.ascontiguousarray(x, dtype)
+    if x.dtype == np.float16:
+        x = x.astype(np.float32)
+    return cuda.to_device(x)
 
 
 def gpae_cuda(rewards, values, dones, logp_target, logp_behaviour, *, gamma: float, lam: float,
-              correction: str = "dt", eta: float = 1.02, mask=None) -> GPAEOutput:
+              correction: str = "dt", eta: float = 1.02, mask=None, out=None) -> GPAEOutput:
     """GPAE on the GPU; the contract of ``gpae_ref.reference.gpae``, no validation.
 
     Call it through ``gpae_ref.gpae(..., backend="cuda")``, which validates
-    first. Computes in the dtype of ``logp_target`` (float32 or float64; other
-    host dtypes in float64). Host inputs are copied to the device, converted to
-    that dtype, and the outputs copied back (NumPy arrays); device inputs are
-    used in place (their own dtypes) and the outputs stay on the device
-    (Numba device arrays, which CuPy and JAX can wrap without a copy).
+    first. Computes in ``gpae_ref._validate.compute_dtype(logp_target)``
+    (float32 or float64). Host inputs are copied to the device, converted to
+    that dtype, and the outputs copied back (NumPy arrays, into ``out`` when
+    given); device inputs are used in place (their own dtypes) and the outputs
+    stay on the device (Numba device arrays; ``gpae_ref.gpae`` returns them as
+    the input's kind).
     """
     from gpae_ref.api import is_device_array
 
@@ -140,4 +157,8 @@ def gpae_cuda(rewards, values, dones, logp_target, logp_behaviour, *, gamma: flo
     )
     if device_out:
         return GPAEOutput(adv, vt)
+    if out is not None:
+        adv.copy_to_host(out[0])
+        vt.copy_to_host(out[1])
+        return GPAEOutput(*out)
     return GPAEOutput(adv.copy_to_host(), vt.copy_to_host())

@@ -40,7 +40,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from gpae_ref.kernels._common import CORRECTION_CODES, DT, FULL, IT, NONE, ST, compute_dtype
+from gpae_ref._validate import compute_dtype
+from gpae_ref.kernels._common import CORRECTION_CODES, DT, FULL, IT, NONE, ST
 from gpae_ref.reference import GPAEOutput
 
 #: dt with eta < 1: needs a second exp per element (see _gpae_blocks); a code no table row uses.
@@ -149,26 +150,56 @@ def _coefficients(code, li, pv, zero, one, eta, log_eta):
 
 @njit(inline="always")
 def _recursion(code, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t, zero, one, gamma, gamma_lam,
-               eta, log_eta):
+               eta, log_eta, fmax):
     """One step over a block's run, every element as if not done (1 - d_t = 1); vectorised.
 
     ``gamma * one * v_n[j]`` is the reference's gamma (1 - d_t) E_{t+1} with 1 - d_t = 1
     (bitwise gamma * v_n[j]); the done environments are redone by the caller.
+    Returns how many E_t were not finite (the fused content check: |E| <= fmax
+    is false for NaN and +-inf).
     """
+    bad = 0
     for j in range(m):
         w, c = _coefficients(code, l[j], pjb[j], zero, one, eta, log_eta)
         ec = v_c[j]
+        bad += not (abs(ec) <= fmax)
         delta = rwb[j] + gamma * one * v_n[j] - ec
         a = delta + gamma_lam * ca[j]
         adv_t[j] = a
         vt_t[j] = ec + w * a
         ca[j] = c * a
+    return bad
+
+
+@njit(inline="always")
+def _count_not_finite(x, fmax):
+    """How many of the 1-D ``x`` are NaN or +-inf."""
+    bad = 0
+    for j in range(x.shape[0]):
+        bad += not (abs(x[j]) <= fmax)
+    return bad
+
+
+@njit(inline="always")
+def _count_not_binary(x):
+    """How many of the 1-D ``x`` are neither 0 nor 1."""
+    bad = 0
+    for j in range(x.shape[0]):
+        v = x[j]
+        bad += not ((v == 0) | (v == 1))
+    return bad
 
 
 @njit(inline="always")
 def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
-                 zero, one, gamma, gamma_lam, eta, log_eta, envs_per_block, adv, vt):
+                 zero, one, gamma, gamma_lam, eta, log_eta, fmax, envs_per_block, adv, vt, bad):
     """Fill ``adv`` and ``vt`` ([T, B*N], flattened) in place; see the module docstring.
+
+    The content checks of ``gpae_ref._validate.check_values`` are fused into the
+    same pass: ``bad[blk]`` receives the number of elements of block ``blk`` that
+    are not finite (rewards, values, log-probs), not <= 0 (log-probs) or not 0/1
+    (dones, mask), at no extra memory traffic. The caller, on a nonzero count,
+    runs ``check_values`` to name the argument and index.
 
     ``values`` is [T+1, B*N] or, when ``shared``, [T+1, B]; ``mask`` is [T, B*N]
     (a [T, 1] dummy unless ``has_mask``); ``code`` is CORRECTION_CODES[correction], or
@@ -199,8 +230,13 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
         enb = np.empty(m, dt)  # shared values only: E_{t+1}, broadcast
         ca = np.zeros(m, dt)  # c_{t+1} A_{t+1}; A_T = 0
         pj = np.empty(nb, dt)  # per environment: joint log-ratio, then its factor
+        lo = -fmax
+        nbad = 0
         if shared:
             _broadcast(values[T, b0:b0 + nb], enb, nb, N)
+            nbad += _count_not_finite(values[T, b0:b0 + nb], fmax)
+        else:
+            nbad += _count_not_finite(values[T, j0:j0 + m], fmax)
         for t in range(T - 1, -1, -1):
             lt_t = lt[t, j0:j0 + m]
             lb_t = lb[t, j0:j0 + m]
@@ -210,13 +246,19 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
             vt_t = vt[t, j0:j0 + m]
             # (1) own log-ratios, flat (row views: indexing the 2-D arrays directly,
             # lt[t, j0 + j], stops LLVM from vectorising and runs ~3x slower).
+            # The check: a log-prob is valid iff -fmax <= x <= 0 (false for NaN and +-inf).
             if has_mask:
                 for j in range(m):
-                    li = lt_t[j] - lb_t[j]
-                    l[j] = li if mask_t[j] != 0 else zero
+                    a, b, mk = lt_t[j], lb_t[j], mask_t[j]
+                    l[j] = a - b if mk != 0 else zero
+                    nbad += not ((a <= zero) & (a >= lo) & (b <= zero) & (b >= lo)
+                                 & ((mk == 0) | (mk == 1)))
             else:
                 for j in range(m):
-                    l[j] = lt_t[j] - lb_t[j]
+                    a, b = lt_t[j], lb_t[j]
+                    l[j] = a - b
+                    nbad += not ((a <= zero) & (a >= lo) & (b <= zero) & (b >= lo))
+            nbad += _count_not_finite(rewards[t, b0:b0 + nb], fmax) + _count_not_binary(d_t)
             # (2) per environment: the joint log-ratio (a sequential sum) and its factor.
             if code != NONE and code != IT:  # the joint log-ratio is needed
                 for e in range(nb):
@@ -235,6 +277,7 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
             _broadcast(rewards[t, b0:b0 + nb], rwb, nb, N)
             if shared:
                 _broadcast(values[t, b0:b0 + nb], evb, nb, N)
+                nbad += _count_not_finite(values[t, b0:b0 + nb], fmax)
                 v_c = evb
                 v_n = enb
             else:
@@ -243,23 +286,23 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
             # (4) every element as if not done, one vectorised loop per correction (a
             # constant ``code`` in each call, so the branch folds away) ...
             if code == NONE:
-                _recursion(NONE, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                           zero, one, gamma, gamma_lam, eta, log_eta)
+                nbad += _recursion(NONE, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                                   zero, one, gamma, gamma_lam, eta, log_eta, fmax)
             elif code == IT:
-                _recursion(IT, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                           zero, one, gamma, gamma_lam, eta, log_eta)
+                nbad += _recursion(IT, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                                   zero, one, gamma, gamma_lam, eta, log_eta, fmax)
             elif code == ST:
-                _recursion(ST, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                           zero, one, gamma, gamma_lam, eta, log_eta)
+                nbad += _recursion(ST, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                                   zero, one, gamma, gamma_lam, eta, log_eta, fmax)
             elif code == DT:
-                _recursion(DT, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                           zero, one, gamma, gamma_lam, eta, log_eta)
+                nbad += _recursion(DT, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                                   zero, one, gamma, gamma_lam, eta, log_eta, fmax)
             elif code == FULL:
-                _recursion(FULL, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                           zero, one, gamma, gamma_lam, eta, log_eta)
+                nbad += _recursion(FULL, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                                   zero, one, gamma, gamma_lam, eta, log_eta, fmax)
             else:
-                _recursion(_DT_SMALL_ETA, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                           zero, one, gamma, gamma_lam, eta, log_eta)
+                nbad += _recursion(_DT_SMALL_ETA, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                                   zero, one, gamma, gamma_lam, eta, log_eta, fmax)
             # ... then the environments done at t again, with the cut (1 - d_t = 0: no
             # bootstrap, no trace; never inf * 0). The same expressions as the
             # loop with 1 - d_t in them, so results equal the per-element select.
@@ -275,22 +318,23 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
                         ca[j] = c * a
             if shared:
                 evb, enb = enb, evb
+        bad[blk] = nbad
 
 
 @njit(parallel=True, cache=True)
 def _gpae_parallel(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
-                   zero, one, gamma, gamma_lam, eta, log_eta, envs_per_block, adv, vt):
+                   zero, one, gamma, gamma_lam, eta, log_eta, fmax, envs_per_block, adv, vt, bad):
     """_gpae_blocks with its prange run on Numba's threads."""
     _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
-                 zero, one, gamma, gamma_lam, eta, log_eta, envs_per_block, adv, vt)
+                 zero, one, gamma, gamma_lam, eta, log_eta, fmax, envs_per_block, adv, vt, bad)
 
 
 @njit(cache=True)
 def _gpae_serial(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
-                 zero, one, gamma, gamma_lam, eta, log_eta, envs_per_block, adv, vt):
+                 zero, one, gamma, gamma_lam, eta, log_eta, fmax, envs_per_block, adv, vt, bad):
     """_gpae_blocks on the calling thread (its prange is a plain range here)."""
     _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
-                 zero, one, gamma, gamma_lam, eta, log_eta, envs_per_block, adv, vt)
+                 zero, one, gamma, gamma_lam, eta, log_eta, fmax, envs_per_block, adv, vt, bad)
 
 
 def envs_per_block(B: int, N: int, threads: int) -> int:
@@ -300,26 +344,29 @@ def envs_per_block(B: int, N: int, threads: int) -> int:
     return min(per, fair)
 
 
-def _out_buffer(name, x, shape, dtype):
-    if not (isinstance(x, np.ndarray) and x.shape == shape and x.dtype == dtype
-            and x.flags.c_contiguous and x.flags.writeable):
-        raise ValueError(f"out {name} must be a writeable C-contiguous {dtype} array of shape "
-                         f"{shape}; got {type(x).__name__} {getattr(x, 'dtype', '')} "
-                         f"{getattr(x, 'shape', '')}.")
-    return x
+#: dtypes Numba reads dones and mask in directly; others (float16, longer floats)
+#: are converted to float32 / float64 first, which keeps their values exactly.
+_FLAG_DTYPES = frozenset(np.dtype(t) for t in (
+    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+    np.float32, np.float64))
 
 
-def gpae_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: float, lam: float,
-               correction: str = "dt", eta: float = 1.02, mask=None, out=None) -> GPAEOutput:
-    """GPAE on the CPU with Numba; the contract of ``gpae_ref.reference.gpae``, no validation.
+def _flags(x):
+    x = np.ascontiguousarray(x)
+    if x.dtype in _FLAG_DTYPES:
+        return x
+    return x.astype(np.float32 if x.dtype.itemsize <= 4 else np.float64)
 
-    Call it through ``gpae_ref.gpae(..., backend="numba")``, which validates
-    first. Computes and returns in ``compute_dtype(logp_target)`` (float32 or
-    float64); other inputs are converted to it (a copy only when their dtype
-    differs or they are not C-contiguous). ``dones`` and ``mask`` are read in
-    their own dtype (0 / nonzero). ``out``: optional (advantages, value_targets),
-    C-contiguous ``[T, B, N]`` arrays of the compute dtype to write into (reuse
-    buffers across calls instead of allocating, and page-faulting, new ones).
+
+def run_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: float, lam: float,
+              correction: str = "dt", eta: float = 1.02, mask=None, out=None
+              ) -> tuple[GPAEOutput, int]:
+    """The kernel and its fused content check: (outputs, number of bad input elements).
+
+    A nonzero count means some input is not finite, a log-prob is > 0, or a
+    done / mask entry is not 0/1 (counted after conversion to the compute
+    dtype); the outputs are then meaningless. ``out`` is used as given (see
+    ``gpae_ref._validate.check_out`` for the checks the public call makes).
     """
     import numba
 
@@ -331,19 +378,46 @@ def gpae_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: fl
     v = np.ascontiguousarray(values, dt)
     shared = v.ndim == 2
     v = v if shared else v.reshape(T + 1, B * N)
-    d = np.ascontiguousarray(dones)
+    d = _flags(dones)
     has_mask = mask is not None
-    m = np.ascontiguousarray(mask).reshape(T, B * N) if has_mask else np.ones((T, 1), np.bool_)
+    m = _flags(mask).reshape(T, B * N) if has_mask else np.ones((T, 1), np.bool_)
     if out is None:
-        adv, vt = np.empty((T, B * N), dt), np.empty((T, B * N), dt)
-    else:
-        adv, vt = (_out_buffer(name, x, (T, B, N), dt).reshape(T, B * N)
-                   for name, x in zip(("advantages", "value_targets"), out))
+        out = (np.empty((T, B, N), dt), np.empty((T, B, N), dt))
+    adv, vt = (x.reshape(T, B * N) for x in out)
     f = dt.type
     code = CORRECTION_CODES[correction]
     code = _DT_SMALL_ETA if code == DT and eta < 1.0 else code
+    per_block = envs_per_block(B, N, numba.get_num_threads())
+    bad = np.zeros(-(-B // per_block), np.int64)
     kernel = _gpae_parallel if T * B * N >= PARALLEL_MIN_ELEMENTS else _gpae_serial
     kernel(r, v, d, lt.reshape(T, B * N), lb, m, has_mask, shared, code,
-                 f(0), f(1), f(gamma), f(gamma) * f(lam), f(eta), f(math.log(eta)),
-                 envs_per_block(B, N, numba.get_num_threads()), adv, vt)
-    return GPAEOutput(adv.reshape(T, B, N), vt.reshape(T, B, N))
+           f(0), f(1), f(gamma), f(gamma) * f(lam), f(eta), f(math.log(eta)), f(np.finfo(dt).max),
+           per_block, adv, vt, bad)
+    return GPAEOutput(*out), int(bad.sum())
+
+
+def gpae_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: float, lam: float,
+               correction: str = "dt", eta: float = 1.02, mask=None, out=None) -> GPAEOutput:
+    """GPAE on the CPU with Numba; the contract of ``gpae_ref.reference.gpae``, no validation.
+
+    Call it through ``gpae_ref.gpae(..., backend="numba")``, which validates
+    (in this kernel's own pass) and reports bad input. Computes and returns in
+    ``gpae_ref._validate.compute_dtype(logp_target)`` (float32 or float64);
+    other inputs are converted to it (a copy only when their dtype differs or
+    they are not C-contiguous). ``dones`` and ``mask`` are read in their own
+    dtype (0 / nonzero). ``out``: optional (advantages, value_targets),
+    C-contiguous ``[T, B, N]`` arrays of the compute dtype to write into (reuse
+    buffers across calls instead of allocating, and page-faulting, new ones);
+    checked here for shape, dtype and layout only.
+    """
+    if out is not None:
+        dt = compute_dtype(logp_target)
+        shape = tuple(logp_target.shape)
+        for name, x in zip(("advantages", "value_targets"), out):
+            if not (isinstance(x, np.ndarray) and x.shape == shape and x.dtype == dt
+                    and x.flags.c_contiguous and x.flags.writeable):
+                raise ValueError(f"out {name} must be a writeable C-contiguous {dt} array of "
+                                 f"shape {shape}; got {type(x).__name__} "
+                                 f"{getattr(x, 'dtype', '')} {getattr(x, 'shape', '')}.")
+    return run_numba(rewards, values, dones, logp_target, logp_behaviour, gamma=gamma, lam=lam,
+                     correction=correction, eta=eta, mask=mask, out=out)[0]

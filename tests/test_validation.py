@@ -6,6 +6,7 @@ Run against every backend the installed package offers: validation is shared
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -50,10 +51,20 @@ def call(backend: str, **overrides):
     scalars = dict(gamma=0.99, lam=0.95, correction="dt", eta=1.02, mask=None)
     for key, value in overrides.items():
         (arrays if key in arrays else scalars)[key] = value
-    return gpae_ref.gpae(
-        arrays["rewards"], arrays["values"], arrays["dones"],
-        arrays["logp_target"], arrays["logp_behaviour"], backend=backend, **scalars,
-    )
+    with _x64(backend):
+        return gpae_ref.gpae(
+            arrays["rewards"], arrays["values"], arrays["dones"],
+            arrays["logp_target"], arrays["logp_behaviour"], backend=backend, **scalars,
+        )
+
+
+def _x64(backend: str):
+    """float64 inputs on jax need x64 (without it the jax backend refuses them): scoped on."""
+    if backend != "jax":
+        return contextlib.nullcontext()
+    import jax
+
+    return jax.enable_x64(True)
 
 
 def _with(name: str, index: tuple, value) -> np.ndarray:
@@ -154,3 +165,55 @@ def test_trace_coefficients_validates_its_arguments():
         gpae_ref.trace_coefficients(base["logp_target"], base["logp_behaviour"][:, :1])
     with pytest.raises(ValueError, match="^logp_target "):
         gpae_ref.trace_coefficients(-base["logp_target"], base["logp_behaviour"])
+
+
+# ----------------------------------------------------------------------------
+# The Numba backend checks contents inside its kernel's pass: the count it
+# returns must see every bad input that check_values names.
+# ----------------------------------------------------------------------------
+
+CONTENT_CASES = [c for c in BAD_INPUTS if c[3] in ("finite", "<= 0", "0/1")]
+
+
+def _run_numba(**overrides):
+    from gpae_ref.kernels.numba_cpu import run_numba
+
+    arrays = good_inputs()
+    mask = overrides.pop("mask", None)
+    arrays.update(overrides)
+    return run_numba(**arrays, gamma=0.9, lam=0.9, correction="dt", eta=1.02, mask=mask)[1]
+
+
+@pytest.mark.parametrize("overrides", [c[1] for c in CONTENT_CASES], ids=[c[0] for c in CONTENT_CASES])
+def test_numba_kernel_counts_every_bad_content(overrides):
+    assert _run_numba() == 0
+    assert _run_numba(**overrides) >= 1
+
+
+@pytest.mark.parametrize("where", ["bootstrap-row", "first-row"])
+def test_numba_kernel_checks_shared_values_and_the_bootstrap_row(where):
+    base = good_inputs()
+    t = T if where == "bootstrap-row" else 0
+    shared = base["values"][:, :, 0].copy()
+    shared[t, 1] = np.nan
+    assert _run_numba(values=shared) >= 1
+    per_agent = base["values"].copy()
+    per_agent[t, 2, 1] = -np.inf
+    assert _run_numba(values=per_agent) >= 1
+
+
+def test_numba_kernel_check_on_the_parallel_path():
+    from gpae_ref.kernels import numba_cpu
+
+    rng = np.random.default_rng(1)
+    t_, b_, n_ = 64, 1500, 3  # above PARALLEL_MIN_ELEMENTS: several blocks
+    assert t_ * b_ * n_ >= numba_cpu.PARALLEL_MIN_ELEMENTS
+    lt = -rng.uniform(0, 1, (t_, b_, n_)).astype(np.float32)
+    arrays = dict(rewards=np.zeros((t_, b_), np.float32), values=np.zeros((t_ + 1, b_, n_), np.float32),
+                  dones=np.zeros((t_, b_), np.float32), logp_target=lt, logp_behaviour=lt.copy())
+    kw = dict(gamma=0.9, lam=0.9, correction="st", eta=1.02)
+    assert numba_cpu.run_numba(**arrays, **kw)[1] == 0
+    arrays["logp_behaviour"][5, b_ - 1, n_ - 1] = 0.5  # in the last, uneven block
+    assert numba_cpu.run_numba(**arrays, **kw)[1] == 1
+    with pytest.raises(ValueError, match=r"^logp_behaviour .*\(5, 1499, 2\)"):
+        gpae_ref.gpae(**arrays, **kw, backend="numba")
