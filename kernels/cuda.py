@@ -52,12 +52,16 @@ def _gpae_kernel(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
         c_next = one  # unused at T: it multiplies A_T = 0
         for t in range(T - 1, -1, -1):
             joint = zero
-            own = zero
+            lost = zero  # compensated (Kahan) sum: a plain float32 sum over many agents with large
+            own = zero   # log-ratios of both signs loses digits; float64 is slow on many GPUs
             for j in range(N):
                 lj = lt[t, b, j] - lb[t, b, j]
                 if has_mask and mask[t, b, j] == 0:
                     lj = zero  # a dead or masked agent has ratio 1
-                joint += lj
+                y = lj - lost
+                total = joint + y
+                lost = (total - joint) - y
+                joint = total
                 if j == i:
                     own = lj
             if code == NONE:

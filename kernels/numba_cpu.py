@@ -262,7 +262,9 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
             # (2) per environment: the joint log-ratio (a sequential sum) and its factor.
             if code != NONE and code != IT:  # the joint log-ratio is needed
                 for e in range(nb):
-                    s = zero
+                    # float64 even for float32 data: a float32 running sum over many agents with
+                    # large log-ratios of both signs loses digits (128 agents of |l| ~ 13: 3e-3)
+                    s = 0.0
                     for i in range(N):
                         s += l[e * N + i]
                     pj[e] = s
