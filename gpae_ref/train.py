@@ -71,10 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def missing_smax() -> str | None:
     """The first module of the smax extra that does not import (None if all do)."""
-    import importlib.util
+    import importlib
 
     for mod in ("jax", "flax", "optax", "jaxmarl", "safetensors", "matplotlib", "rich"):
-        if importlib.util.find_spec(mod) is None:
+        try:
+            importlib.import_module(mod)
+        except ImportError:
             return mod
     return None
 

@@ -96,7 +96,8 @@ def plot_curve(csv_path, png_path, title: str = "") -> None:
     ax.set_ylabel("win rate")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left")
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()

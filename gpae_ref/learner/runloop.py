@@ -118,11 +118,19 @@ def _seed_slice(tree, i):
     return jax.tree_util.tree_map(lambda x: x[i], tree)
 
 
+# Parts of the learner's state that are the world, not the learner: the environment may hold
+# non-finite values by design (e.g. an "infinitely far" sentinel); only the learner's are checked.
+NOT_LEARNER = ("env_state", "obs", "buffer")
+
+
 def all_finite(tree) -> bool:
-    """Every floating leaf of ``tree`` is finite (integer leaves cannot be NaN)."""
+    """Every floating leaf of ``tree`` is finite (integer leaves cannot be NaN); for a
+    ``LearnerState`` only the learner's parts (networks, optimisers, hidden states), not NOT_LEARNER."""
     import jax
     import numpy as np
 
+    if hasattr(tree, "_fields"):
+        tree = [getattr(tree, k) for k in tree._fields if k not in NOT_LEARNER]
     for x in jax.tree_util.tree_leaves(tree):
         x = np.asarray(jax.device_get(x))
         if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
