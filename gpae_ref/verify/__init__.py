@@ -30,9 +30,9 @@ run for every correction asked for (``corrections=``, default all five):
                        masks, state values [T+1, B] and a 128-agent wide-ratio case
 =====================  ========================================================
 
-Speed: the cases of one check group and correction are stacked into one call
-(``cases.py`` lists the four groups), so a full verify makes 20 estimator calls
-of at most 20 distinct signatures (4 per correction) when everything passes;
+Speed: the cases of one group and correction are stacked into one call
+(``cases.py`` lists the five groups), so a full verify makes 23 estimator calls
+of 23 distinct signatures (4 or 5 per correction) when everything passes;
 a jitted estimator compiles that many programs, and the same ones again in a
 later verify (same shapes, same options). Failing cases are rerun alone (and
 shrunk) to make their counterexamples, which costs more calls.
