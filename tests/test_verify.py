@@ -439,3 +439,15 @@ test_gae = verify_tests(gae, corrections=("none",), checks=("P1", "P6 reductions
     pytester.syspathinsert()
     result = pytester.runpytest_subprocess("-q")
     result.assert_outcomes(passed=2)
+
+
+def test_verify_and_the_plugin_work_without_jax():
+    code = ("import sys; sys.modules['jax'] = None\n"
+            "import gpae_ref, gpae_ref.testing, gpae_ref.pytest_plugin\n"
+            "from gpae_ref.reference import gpae\n"
+            "r = gpae_ref.verify(gpae, checks=('P6 reductions',), corrections='none')\n"
+            "assert r.ok, str(r)\n"
+            "print(sorted(m for m in ('numba', 'jax') if sys.modules.get(m) is not None))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
