@@ -224,3 +224,26 @@ def test_xla_flags_add_the_safe_cpu_flags_unless_asked():
     assert ex.xla_flags("--foo=1", True) == "--foo=1"
     mine = "--xla_cpu_use_xnnpack=true"
     assert ex.xla_flags(mine, False) == " ".join([mine, *ex.SAFE_CPU_FLAGS[1:]])
+
+
+def test_authors_scale_needs_the_authors_smax_and_seeds_run_one_at_a_time(tmp_path, cache):
+    from gpae_ref.learner.env import smax_version
+
+    hard = ex.get_experiment("hard")
+    scale = hard.scale("authors")
+    assert scale.smax == ex.AUTHORS_SMAX == "0.0.7"
+    if smax_version() != scale.smax:
+        with pytest.raises(ValueError, match="^scale.*make env-authors"):
+            ex.run_variant(hard, "authors", hard.variants[0], tmp_path, log=lambda m: None)
+    with pytest.raises(ValueError, match="^seeds"):
+        ex.select_seeds(scale, [7])
+    # One seed of a two-seed scale: its own checkpoint, its CSV only; then the other seed.
+    out = ex.run_variant(TINY_EXP, "tiny", VARIANT, tmp_path, seeds=[1], cache=cache, log=lambda m: None)
+    vdir = tmp_path / "unit-tiny" / "gpae"
+    assert out.status == "finished" and (vdir / "ckpt" / "state-s1.safetensors").exists()
+    assert (vdir / "seed1.csv").exists() and not (vdir / "seed0.csv").exists()
+    rec = __import__("json").loads((vdir / "run.json").read_text())
+    assert rec["seeds"] == [0, 1] and rec["smax"] == smax_version()
+    assert "--seed 1" in rec["train_commands"]["1"] and "--hidden-size 8" in rec["train_commands"]["1"]
+    curve = ex.load_curve(vdir, SEEDS, 4)
+    assert curve.win.shape[0] == 1  # the seed not run yet is left out of the report

@@ -151,3 +151,24 @@ def test_bad_config_names_the_field():
         LearnerConfig(num_envs=6, reuse=4)
     with pytest.raises(ValueError, match="marginalise"):
         LearnerConfig(marginalise="future")
+
+
+def test_wrapper_update_and_greedy_evaluation_on_the_installed_smax():
+    """Runs on whichever SMAX is installed (jaxmarl 0.2.0 in .venv, the authors' 0.0.7 in
+    .venv-authors via `make test-authors`): the wrapper's shapes, one update, one evaluation."""
+    import dataclasses
+
+    from gpae_ref.learner.core import make_train
+    from gpae_ref.learner.env import SmaxEnv, smax_version
+
+    assert smax_version() not in ("", "unknown")
+    spec = SmaxEnv("5m_vs_6m").spec
+    assert (spec.num_agents, spec.obs_dim, spec.state_dim, spec.num_actions) == (5, 140, 137, 11)
+    cfg = LearnerConfig(scenario="3m", num_envs=2, num_steps=4, update_epochs=1, hidden_size=8, num_layers=1,
+                        eval_envs=2, total_steps=8)
+    cfg = dataclasses.replace(cfg, advantage="gpae")
+    tr = make_train(cfg)
+    state, m = tr.run_updates(tr.init(jax.random.PRNGKey(0)), 1)
+    assert int(state.update) == 1 and np.isfinite(np.asarray(m.actor_loss)).all()
+    ev = tr.evaluate(state)
+    assert 0.0 <= float(ev.win_rate) <= 1.0 and float(ev.episodes) >= 0
