@@ -1,6 +1,6 @@
 """How long a full verify takes, per estimator, side by side in one process; and 20 verifies in a row.
 
-    python benchmarks/bench_verify.py [--repeats 3] [--in-a-row 20] [--write docs/performance.md]
+    python benchmarks/bench_verify.py [--repeats 3] [--in-a-row 20] [--against REV] [--write docs/performance.md]
 
 Estimators: the NumPy reference, the Numba backend (float64), and a jitted
 float64 JAX estimator (``jax.jit`` of the project's scan, ``correction``
@@ -9,7 +9,10 @@ them). Then ``--in-a-row`` verifies of a *fresh* jitted function each (the
 worst case: nothing is reused), recording RSS and the number of memory maps,
 once without and once with ``jax.clear_caches()`` between them. Medians of
 ``--repeats`` runs. With ``--write`` the table replaces the block between the
-``verify-bench`` markers in the given markdown file.
+``verify-bench`` markers in the given markdown file. ``--against REV`` also
+times the single-file ``gpae_ref/verify.py`` of git revision REV (the verify
+before stacking, e.g. ``ee52ca2``) on the NumPy and Numba estimators, side by
+side in the same loop.
 """
 
 from __future__ import annotations
@@ -58,6 +61,23 @@ def fresh_jax_estimator():
     return jax.jit(estimator, static_argnames=("correction",))
 
 
+def verify_at(rev: str):
+    """``verify`` of an older single-file ``gpae_ref/verify.py`` at git revision ``rev``."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    source = subprocess.run(["git", "show", f"{rev}:gpae_ref/verify.py"], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    path = Path(tempfile.mkdtemp()) / "verify_at_rev.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("verify_at_rev", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["verify_at_rev"] = module
+    spec.loader.exec_module(module)
+    return module.verify
+
+
 def timed(fn) -> tuple[float, object]:
     t = time.perf_counter()
     out = fn()
@@ -69,6 +89,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--in-a-row", type=int, default=20)
     p.add_argument("--write", type=Path, default=None)
+    p.add_argument("--against", default=None, metavar="REV", help="also time gpae_ref/verify.py at this git revision")
     args = p.parse_args(argv)
 
     import jax
@@ -81,7 +102,22 @@ def main(argv=None) -> int:
     rows = []
     times = {"numpy": [], "numba": [], "jax first": [], "jax repeat": []}
     calls = {}
+    old = verify_at(args.against) if args.against else None
+    if old is not None:
+        times.update({f"numpy, verify at {args.against}": [], f"numba, verify at {args.against}": []})
     for _ in range(args.repeats):
+        if old is not None:
+            for name, est in (("numpy", reference_gpae), ("numba", numba)):
+                counter = []
+
+                def counting(*a, est=est, **k):
+                    counter.append(1)
+                    return est(*a, **k)
+
+                t, r = timed(lambda: old(counting))
+                assert r.ok
+                times[f"{name}, verify at {args.against}"].append(t)
+                calls[f"{name}, verify at {args.against}"] = (len(counter), "-")
         for name, est in (("numpy", reference_gpae), ("numba", numba)):
             t, r = timed(lambda: verify(est))
             assert r.ok, str(r)
@@ -95,6 +131,18 @@ def main(argv=None) -> int:
         t, r = timed(lambda: verify(est))
         times["jax repeat"].append(t)
         calls["jax repeat"] = (r.calls, r.signatures)
+    if old is not None:  # once: the older verify compiles one program per case signature
+        counter = []
+        jitted = fresh_jax_estimator()
+
+        def counting(*a, **k):
+            counter.append(1)
+            return jitted(*a, **k)
+
+        t, r = timed(lambda: old(counting))
+        assert r.ok
+        times[f"jax first, verify at {args.against}"] = [t]
+        calls[f"jax first, verify at {args.against}"] = (len(counter), "-")
     one_correction, r = timed(lambda: verify(fresh_jax_estimator(), corrections=("dt",)))
     base = statistics.median(times["numpy"])
     for name, ts in times.items():
