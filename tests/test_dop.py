@@ -341,3 +341,25 @@ def test_dop_learner_updates_fill_the_buffer_and_stay_finite():
     assert nbytes == replay_bytes(cfg, tr.spec)
     ev = tr.evaluate(state)
     assert 0.0 <= float(ev.win_rate) <= 1.0 and float(ev.episodes) <= 2
+
+
+@pytest.mark.smax
+def test_dop_cli_stops_and_resumes(tmp_path):
+    """``--advantage dop`` through the CLI: 2 updates, a checkpoint of the DOP state (replay buffer
+    included), ``--resume`` to the end: rows 1..4 once each, finite losses."""
+    pytest.importorskip("jaxmarl")
+    import csv
+
+    from gpae_ref.train import main
+
+    args = ["--scenario", "3m", "--advantage", "dop", "--num-envs", "4", "--num-steps", "8", "--epochs", "1",
+            "--total-steps", "128", "--eval-every", "0", "--checkpoint-every", "2", "--chunk", "2", "--no-progress",
+            "--dop-buffer-rollouts", "2", "--dop-off-batch", "4", "--runs-dir", str(tmp_path), "--name", "d"]
+    trainers = {}
+    assert main(args + ["--max-updates", "2"], trainers=trainers) == 0
+    assert main(["--resume", str(tmp_path / "d"), "--no-progress"], trainers=trainers) == 0
+    with (tmp_path / "d" / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["update"]) for r in rows] == [1, 2, 3, 4]
+    assert [int(r["env_steps"]) for r in rows] == [32, 64, 96, 128]
+    assert all(math.isfinite(float(r[c])) for r in rows for c in ("actor_loss", "value_loss", "entropy"))

@@ -94,7 +94,7 @@ class LearnerConfig:
     dop_critic_lr: float = 5e-4
     """DOP: Adam learning rate of the critic and mixer, annealed like ``lr`` (see docs/learner.md on DOP's 1e-4)."""
     dop_buffer_rollouts: int = 16
-    """DOP: rollouts kept in the replay buffer (16 x 128 envs x 128 steps ~ DOP's 5,000 SMAC episodes)."""
+    """DOP: rollouts kept in the replay buffer (16 x 128 envs x 128 steps = 262,144 env steps, ~ DOP's 5,000 SMAC episodes)."""
     dop_off_batch: int = 32
     """DOP: replayed sequences (one env, num_steps long) per critic step for the TB loss (DOP: 32 episodes)."""
     dop_target_every: int = 1
