@@ -314,6 +314,10 @@ def test_config_rejects_buffer_smaller_than_a_batch():
         _tiny_config(dop_buffer_rollouts=1, dop_off_batch=5)
 
 
+# One trainer per config for the module: the CLI test below reuses the compiled 2-update chunk.
+_TRAINERS: dict = {}
+
+
 @pytest.mark.smax
 def test_dop_learner_updates_fill_the_buffer_and_stay_finite():
     """Three updates with a 2-rollout buffer: the ring wraps, every loss is finite, the
@@ -325,16 +329,18 @@ def test_dop_learner_updates_fill_the_buffer_and_stay_finite():
     from gpae_ref.learner.dop import DOPState, replay_bytes
 
     cfg = _tiny_config()
-    tr = make_train(cfg)
+    tr = _TRAINERS.setdefault(cfg, make_train(cfg))
     state = tr.init(jax.random.PRNGKey(0))
     assert isinstance(state, DOPState) and int(state.replay.filled) == 0
-    state, m = tr.run_updates(state, 3)
-    assert int(state.replay.filled) == 2 and int(state.replay.cursor) == 1
-    assert [int(u) for u in m.update] == [1, 2, 3] and [int(s) for s in m.env_steps] == [32, 64, 96]
+    state, m = tr.run_updates(state, 2)
+    assert int(state.replay.filled) == 2 and int(state.replay.cursor) == 0
+    state, m = tr.run_updates(state, 2)
+    assert int(state.replay.filled) == 2 and int(state.replay.cursor) == 0
+    assert [int(u) for u in m.update] == [3, 4] and [int(s) for s in m.env_steps] == [96, 128]
     for name in ("actor_loss", "value_loss", "entropy", "critic_grad_norm", "trace_mean"):
         assert np.all(np.isfinite(np.asarray(getattr(m, name)))), name
     assert 0.0 < float(m.trace_mean[-1]) <= 1.0  # the tree-backup trace pi(a_t) of the current policy
-    newest = np.asarray(state.replay.done[0])  # slot 0 was overwritten by update 3
+    newest = np.asarray(state.replay.done[1])  # slot 1 was last written by update 4
     assert newest.shape == (8, 4) and set(np.unique(newest)) <= {0.0, 1.0}
     assert np.any(np.asarray(state.replay.obs[0]) != 0) and np.any(np.asarray(state.replay.obs[1]) != 0)
     nbytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(state.replay))
@@ -353,11 +359,10 @@ def test_dop_cli_stops_and_resumes(tmp_path):
     from gpae_ref.train import main
 
     args = ["--scenario", "3m", "--advantage", "dop", "--num-envs", "4", "--num-steps", "8", "--epochs", "1",
-            "--total-steps", "128", "--eval-every", "0", "--checkpoint-every", "2", "--chunk", "2", "--no-progress",
+            "--total-steps", "128", "--eval-envs", "2", "--eval-every", "0", "--checkpoint-every", "2", "--chunk", "2", "--no-progress",
             "--dop-buffer-rollouts", "2", "--dop-off-batch", "4", "--runs-dir", str(tmp_path), "--name", "d"]
-    trainers = {}
-    assert main(args + ["--max-updates", "2"], trainers=trainers) == 0
-    assert main(["--resume", str(tmp_path / "d"), "--no-progress"], trainers=trainers) == 0
+    assert main(args + ["--max-updates", "2"], trainers=_TRAINERS) == 0
+    assert main(["--resume", str(tmp_path / "d"), "--no-progress"], trainers=_TRAINERS) == 0
     with (tmp_path / "d" / "metrics.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["update"]) for r in rows] == [1, 2, 3, 4]
