@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo oracle test bench clean env-authors test-authors
+.PHONY: demo oracle test bench clean env-authors test-authors hard-authors
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ AUTHORS_PYTHON ?= python3.11
 AUTHORS_VENV   ?= .venv-authors
 AUTHORS_PY     := $(AUTHORS_VENV)/bin/python
 AUTHORS_PINS   := jaxmarl==0.0.7 jax==0.4.38 jaxlib==0.4.38 flax==0.10.2 optax==0.2.5 six rich matplotlib safetensors
-AUTHORS_STAMP  := $(AUTHORS_VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+AUTHORS_STAMP  := $(AUTHORS_VENV)/.installed-$(shell (cat pyproject.toml; echo $(AUTHORS_PINS)) | cksum | cut -d' ' -f1)
 
 $(AUTHORS_STAMP): pyproject.toml
 	test -x $(AUTHORS_PY) || $(AUTHORS_PYTHON) -m venv $(AUTHORS_VENV)
@@ -53,6 +53,12 @@ env-authors: $(AUTHORS_STAMP)
 # The learner's SMAX tests on the authors' SMAX (jaxmarl 0.0.7).
 test-authors: $(AUTHORS_STAMP)
 	NUMBA_ENABLE_CUDASIM=1 $(AUTHORS_PY) -m pytest -q -p no:cacheprovider --hypothesis-profile=ci -m smax tests/test_learner.py
+
+# The hard map at the authors' settings on the authors' SMAX, seed 0, one run after the other
+# (hours each on a CPU; resumable: the same command continues, finished runs are skipped).
+hard-authors: $(AUTHORS_STAMP)
+	$(AUTHORS_PY) -m gpae_ref.experiments hard --scale authors --variants gpae-K2 --seeds 0
+	$(AUTHORS_PY) -m gpae_ref.experiments hard --scale authors --variants mappo --seeds 0
 
 clean:
 	rm -rf $(VENV) $(AUTHORS_VENV) build *.egg-info

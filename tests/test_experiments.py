@@ -247,3 +247,15 @@ def test_authors_scale_needs_the_authors_smax_and_seeds_run_one_at_a_time(tmp_pa
     assert "--seed 1" in rec["train_commands"]["1"] and "--hidden-size 8" in rec["train_commands"]["1"]
     curve = ex.load_curve(vdir, SEEDS, 4)
     assert curve.win.shape[0] == 1  # the seed not run yet is left out of the report
+
+
+def test_records_written_before_a_field_was_added_still_match(tmp_path):
+    """A run.json from before a LearnerConfig field existed has no entry for it: same config."""
+    cfg = ex.variant_config(TINY_EXP, "tiny", VARIANT)
+    record = ex._run_record(TINY_EXP, "tiny", VARIANT, cfg, SEEDS)
+    old = {**record, "config": {k: v for k, v in record["config"].items() if k != "reward_scale"}}
+    path = tmp_path / "run.json"
+    path.write_text(__import__("json").dumps(old))
+    ex._check_record(path, record)  # no error
+    assert ex.same_config(old["config"], record["config"])
+    assert not ex.same_config({**record["config"], "lr": 1.0}, record["config"])

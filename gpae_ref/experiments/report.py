@@ -236,8 +236,8 @@ def report(root="results", doc="docs/results.md", figures="docs/figures", scale_
     doc, figures = Path(doc), Path(figures)
     text = doc.read_text() if doc.exists() else "# Results\n"
     for exp in experiments().values():
-        if names and exp.name not in names:
-            continue
+        if (names and exp.name not in names) or scale_name not in dict(exp.scales):
+            continue  # e.g. scale `authors` is defined for `hard` only
         tag = exp_dirname(exp, scale_name)
         text = splice(text, tag, report_section(exp, scale_name, Path(root), figures, doc.parent))
     doc.parent.mkdir(parents=True, exist_ok=True)

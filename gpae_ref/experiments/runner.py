@@ -65,6 +65,19 @@ def _run_record(exp: Experiment, scale_name: str, variant: Variant, config, seed
             "seeds": list(seeds), "config": config.to_dict(), "smax": smax_version()}
 
 
+def same_config(old: dict | None, new: dict) -> bool:
+    """Two recorded learner configs are the same config: a field added to ``LearnerConfig`` after a
+    run was recorded is missing from its record and counts as its default."""
+    from gpae_ref.learner.config import LearnerConfig
+
+    if old is None:
+        return False
+    try:
+        return LearnerConfig.from_dict(old) == LearnerConfig.from_dict(new)
+    except (TypeError, ValueError):  # a field since removed or an invalid value: not this config
+        return False
+
+
 def record_smax(record: dict) -> str | None:
     """The jaxmarl version a run.json's results used (older records: their machine's jaxmarl)."""
     return record.get("smax") or (record.get("machine") or {}).get("jaxmarl")
@@ -75,8 +88,8 @@ def _check_record(path: Path, record: dict) -> None:
     if not path.exists():
         return
     old = json.loads(path.read_text())
-    keys = ("experiment", "version", "scale", "variant", "seeds", "config")
-    if any(old.get(k) != record[k] for k in keys):
+    keys = ("experiment", "version", "scale", "variant", "seeds")
+    if any(old.get(k) != record[k] for k in keys) or not same_config(old.get("config"), record["config"]):
         raise ValueError(f"experiment: {path.parent} holds results of a different definition "
                          f"(version {old.get('version')} vs {record['version']}); move it away or "
                          f"bump the experiment's version.")
@@ -201,7 +214,8 @@ def find_twin(root: Path, vdir: Path, record: dict, evals: list[int]) -> Path | 
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if old.get("copied_from") or old.get("config") != record["config"] or old.get("seeds") != record["seeds"] \
+        if old.get("copied_from") or not same_config(old.get("config"), record["config"]) \
+                or old.get("seeds") != record["seeds"] \
                 or record_smax(old) != record["smax"]:
             continue
         if all(_eval_rows_updates(seed_csv(src, s)) == evals for s in record["seeds"]):
