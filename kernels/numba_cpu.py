@@ -150,25 +150,20 @@ def _coefficients(code, li, pv, zero, one, eta, log_eta):
 
 @njit(inline="always")
 def _recursion(code, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t, zero, one, gamma, gamma_lam,
-               eta, log_eta, fmax):
+               eta, log_eta):
     """One step over a block's run, every element as if not done (1 - d_t = 1); vectorised.
 
     ``gamma * one * v_n[j]`` is the reference's gamma (1 - d_t) E_{t+1} with 1 - d_t = 1
     (bitwise gamma * v_n[j]); the done environments are redone by the caller.
-    Returns how many E_t were not finite (the fused content check: |E| <= fmax
-    is false for NaN and +-inf).
     """
-    bad = 0
     for j in range(m):
         w, c = _coefficients(code, l[j], pjb[j], zero, one, eta, log_eta)
         ec = v_c[j]
-        bad += not (abs(ec) <= fmax)
         delta = rwb[j] + gamma * one * v_n[j] - ec
         a = delta + gamma_lam * ca[j]
         adv_t[j] = a
         vt_t[j] = ec + w * a
         ca[j] = c * a
-    return bad
 
 
 @njit(inline="always")
@@ -288,23 +283,27 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
             # (4) every element as if not done, one vectorised loop per correction (a
             # constant ``code`` in each call, so the branch folds away) ...
             if code == NONE:
-                nbad += _recursion(NONE, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                                   zero, one, gamma, gamma_lam, eta, log_eta, fmax)
+                _recursion(NONE, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                           zero, one, gamma, gamma_lam, eta, log_eta)
             elif code == IT:
-                nbad += _recursion(IT, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                                   zero, one, gamma, gamma_lam, eta, log_eta, fmax)
+                _recursion(IT, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                           zero, one, gamma, gamma_lam, eta, log_eta)
             elif code == ST:
-                nbad += _recursion(ST, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                                   zero, one, gamma, gamma_lam, eta, log_eta, fmax)
+                _recursion(ST, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                           zero, one, gamma, gamma_lam, eta, log_eta)
             elif code == DT:
-                nbad += _recursion(DT, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                                   zero, one, gamma, gamma_lam, eta, log_eta, fmax)
+                _recursion(DT, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                           zero, one, gamma, gamma_lam, eta, log_eta)
             elif code == FULL:
-                nbad += _recursion(FULL, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                                   zero, one, gamma, gamma_lam, eta, log_eta, fmax)
+                _recursion(FULL, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                           zero, one, gamma, gamma_lam, eta, log_eta)
             else:
-                nbad += _recursion(_DT_SMALL_ETA, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                                   zero, one, gamma, gamma_lam, eta, log_eta, fmax)
+                _recursion(_DT_SMALL_ETA, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                           zero, one, gamma, gamma_lam, eta, log_eta)
+            # The values row is checked in a loop of its own, while it is in cache: a
+            # count inside the recursion loop above stops LLVM from vectorising it.
+            if not shared:
+                nbad += _count_not_finite(v_c, fmax)
             # ... then the environments done at t again, with the cut (1 - d_t = 0: no
             # bootstrap, no trace; never inf * 0). The same expressions as the
             # loop with 1 - d_t in them, so results equal the per-element select.
