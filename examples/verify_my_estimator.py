@@ -96,7 +96,8 @@ def main(save_dir="cx_my_gpae", checks=None):
         print(f"\n=== {name}: ok={report.ok}\n{report}")
     bug = reports["buggy"]
     # On-policy every c is 1, so on-policy checks (P1) cannot see the bug; the off-policy operator check can.
-    print(f"\nbug: P1 / dt {bug.cell('P1', 'dt').status}, P3/P4 operator / dt {bug.cell('P3/P4 operator', 'dt').status}")
+    p1, op = bug.cell("P1", "dt").status, bug.cell("P3/P4 operator", "dt").status
+    print(f"\nbug: P1 / dt {p1}, P3/P4 operator / dt {op}")
     saved = [p for p in bug.save(save_dir) if p.suffix == ".py"]
     print(f"saved {len(saved)} counterexample(s); rerun one with:\n"
           f"  cd {save_dir} && PYTHONPATH={Path(__file__).resolve().parent} python {saved[0].name}")
