@@ -105,7 +105,11 @@ def rlax_vtrace():
     return jax.jit(lambda v_tm1, v_t, r, disc, rho: vtrace(v_tm1, v_t, r, disc, rho, LAM))
 
 
-def machine() -> str:
+def load_average() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+
+
+def machine(start_load: str = "?") -> str:
     model = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -117,7 +121,7 @@ def machine() -> str:
         pass
     import numba
 
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    load = load_average()
     try:
         layer = numba.threading_layer()
     except ValueError:  # no parallel region has run yet
@@ -125,7 +129,8 @@ def machine() -> str:
     return (f"{model}, {os.cpu_count()} logical cores (Numba threads: {numba.get_num_threads()}, "
             f"threading layer {layer}), "
             f"Python {platform.python_version()}, NumPy {np.__version__}, Numba {numba.__version__}; "
-            f"load average at the end of the run {load} (a shared machine: other jobs ran)")
+            f"load average (1, 5, 15 min) at the start {start_load}, at the end {load} "
+            f"(2 cores: above 2 other jobs competed for them)")
 
 
 def gpu_present() -> bool:
@@ -166,11 +171,16 @@ def bench_size(B: int, repeats: int) -> list[tuple[str, float | None, str]]:
                      median_time(lambda: gpae_numba(**data, **kw, out=out), repeats), ""))
     finally:
         numba.set_num_threads(threads)
-    rows.append(("numba via gpae(): validation + new outputs",
-                 median_time(lambda: gpae_ref.gpae(**data, **kw, backend="numba"), repeats), ""))
+    rows.append(("numba via gpae(), out= (checks in the kernel's pass)",
+                 median_time(lambda: gpae_ref.gpae(**data, **kw, backend="numba", out=out), repeats),
+                 "target >= 65% of copy (B=8192)"))
+    rows.append(("numba via gpae(): checks + new outputs",
+                 median_time(lambda: gpae_ref.gpae(**data, **kw, backend="numba"), repeats),
+                 "target >= 50% of copy, >= 20x numpy (B=8192); >= 25% (B=1024)"))
     jd = {k: jnp.asarray(v) for k, v in data.items()}
     rows.append(("jax gpae_jax (reverse scan, [T,B,N])",
-                 median_time(lambda: gpae_jax(**jd, **kw).advantages.block_until_ready(), repeats), "jit"))
+                 median_time(lambda: gpae_jax(**jd, **kw).advantages.block_until_ready(), repeats),
+                 "jit; target: >= rlax's GB/s"))
     authors = authors_formulation()
     tnb = {k: jnp.asarray(np.ascontiguousarray(np.moveaxis(v, 2, 1))) for k, v in data.items()
            if k in ("logp_target", "logp_behaviour")}
@@ -189,7 +199,7 @@ def bench_size(B: int, repeats: int) -> list[tuple[str, float | None, str]]:
              flat(np.exp(data["logp_target"] - data["logp_behaviour"])))
     rows.append(("rlax.vtrace (jit+vmap, B*N single-agent seqs)",
                  median_time(lambda: vt(*vargs).block_until_ready(), repeats),
-                 "one output; own ratio only"))
+                 "ratios precomputed (exp outside); one output"))
     if gpu_present():
         from numba import cuda
 
@@ -201,7 +211,18 @@ def bench_size(B: int, repeats: int) -> list[tuple[str, float | None, str]]:
             gpae_cuda(**dd, **kw)
             cuda.synchronize()
 
-        rows.append(("cuda kernel (device arrays)", median_time(run_cuda, repeats), ""))
+        dsrc = cuda.to_device(src)
+        ddst = cuda.device_array_like(dsrc)
+
+        def run_copy():
+            ddst.copy_to_device(dsrc)
+            cuda.synchronize()
+
+        t_copy = median_time(run_copy, repeats)
+        t_cuda = median_time(run_cuda, repeats)
+        rows.append(("device copy, same bytes (GPU ceiling)", t_copy, ""))
+        rows.append(("cuda kernel (device arrays)", t_cuda,
+                     f"{t_copy / t_cuda:.0%} of device copy (target >= 60%)"))
     else:
         rows.append(("cuda kernel", None, "not measured: no GPU"))
     return [(name, t, note, nbytes) for name, t, note in rows]
@@ -236,16 +257,17 @@ def main(argv=None) -> int:
         import numba
 
         numba.config.THREADING_LAYER = args.threading_layer  # before the first parallel call
+    start_load = load_average()
     results = {B: bench_size(B, args.repeats) for B in args.sizes}
     report = table(results)
-    print(machine())
+    print(machine(start_load))
     print(report)
     if args.write:
-        write_report(args.write, report, args)
+        write_report(args.write, report, args, start_load)
     return 0
 
 
-def write_report(path: str, report: str, args) -> None:
+def write_report(path: str, report: str, args, start_load: str = "?") -> None:
     cmd = "python benchmarks/bench_estimators.py --write docs/performance.md"
     if args.sizes != [1024, 8192] or args.repeats != 21:
         cmd += f" --sizes {' '.join(map(str, args.sizes))} --repeats {args.repeats}"
@@ -254,7 +276,7 @@ def write_report(path: str, report: str, args) -> None:
     with open(path) as f:
         text = f.read()
     begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
-    block = (f"{begin}\nMachine: {machine()}.\n\nCommand: `{cmd}` (float32, T={T}, N={N}, "
+    block = (f"{begin}\nMachine: {machine(start_load)}.\n\nCommand: `{cmd}` (float32, T={T}, N={N}, "
              f"correction dt, gamma={GAMMA}, lam={LAM}, eta={ETA}; medians of {args.repeats} "
              f"repeats after warm-up).\n\n{report}\n{end}")
     if begin in text and end in text:
