@@ -2,7 +2,8 @@
 
 Inputs are bounded (log-probs in [-3, 0], rewards and values in [-1, 1]) so
 that a float32 backend can be held to a tight tolerance; the tolerance is said
-once, in TOL. The CUDA kernel runs under the simulator in CI
+once, in gpae_ref._validate (FLOAT32_TOL, FLOAT64_TOL). The CUDA kernel runs
+under the simulator in CI
 (NUMBA_ENABLE_CUDASIM=1, set by the Makefile before numba.cuda is imported);
 the simulator is slow, so its cases are tiny.
 """
@@ -20,13 +21,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gpae_ref
-from gpae_ref import CORRECTIONS, api  # CORRECTIONS: the one table of corrections
+from gpae_ref import CORRECTIONS, FLOAT32_TOL, FLOAT64_TOL, api  # CORRECTIONS: the one table
 from gpae_ref.reference import gpae as reference_gpae
 
-#: Per-dtype tolerance: |got - ref| <= atol * scale + rtol * |ref|, with scale the
-#: largest |ref| of that (env, agent) sequence (at least 1): float32 rounding of the
-#: recursion is relative to the terms summed, not to a result that may cancel.
-TOL = {np.dtype(np.float32): (2e-5, 2e-5), np.dtype(np.float64): (1e-12, 1e-12)}
+#: Per-dtype tolerance, stated once in gpae_ref._validate (FLOAT32_TOL, FLOAT64_TOL):
+#: |got - ref| <= atol * scale + rtol * |ref|, with scale the largest |ref| of that
+#: (env, agent) sequence (at least 1).
+TOL = {np.dtype(np.float32): tuple(FLOAT32_TOL), np.dtype(np.float64): tuple(FLOAT64_TOL)}
 
 ETAS = (0.5, 0.9, 1.0, 1.02, 1.5)
 DONE_PATTERNS = ("none", "random", "all", "first", "last")
