@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gpae_ref.experiments.definitions import Experiment, Variant, exp_dirname, experiments, variant_config
-from gpae_ref.experiments.runner import copied_from, seed_csv
+from gpae_ref.experiments.runner import copied_from, seed_csv, train_commands
 
 @dataclass(frozen=True)
 class Curve:
@@ -199,6 +199,10 @@ def report_section(exp: Experiment, scale_name: str, root, figures: Path, doc_di
                   f"{machine.get('jaxmarl')}.", ""]
     if has_fig:
         lines += [f"![{dname}]({os.path.relpath(png, doc_dir)})", ""]
+    first = exp.variants[-1]
+    cmd = train_commands(exp, scale_name, first)[str(scale.seeds[0])]
+    lines += [f"One seed of one variant alone, with `train` (e.g. {first.name}, seed {scale.seeds[0]}; every "
+              f"variant's and seed's command is in its run.json, `train_commands`): `{cmd}`.", ""]
     lines.append(experiment_table(exp, scale_name, root))
     traces = trace_table(exp, scale_name, root)
     if traces:
