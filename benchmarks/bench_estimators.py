@@ -142,7 +142,7 @@ def gpu_present() -> bool:
         return False
 
 
-def bench_size(B: int, repeats: int) -> list[tuple[str, float | None, str]]:
+def bench_size(B: int, repeats: int, jax_against: str | None = None) -> list[tuple[str, float | None, str]]:
     """(row name, median seconds or None, note) for one size; the copy row first."""
     import jax
     import jax.numpy as jnp
@@ -178,9 +178,16 @@ def bench_size(B: int, repeats: int) -> list[tuple[str, float | None, str]]:
                  median_time(lambda: gpae_ref.gpae(**data, **kw, backend="numba"), repeats),
                  "target >= 50% of copy, >= 20x numpy (B=8192); >= 25% (B=1024)"))
     jd = {k: jnp.asarray(v) for k, v in data.items()}
-    rows.append(("jax gpae_jax (reverse scan, [T,B,N])",
+    rows.append(("jax gpae_jax (one fused reverse scan, [T,B,N])",
                  median_time(lambda: gpae_jax(**jd, **kw).advantages.block_until_ready(), repeats),
                  "jit; target: >= rlax's GB/s"))
+    if jax_against:
+        from _at_revision import module_at
+
+        before = module_at(jax_against, "gpae_ref/jax_backend.py", "jax_backend_at_rev").gpae_jax
+        rows.append((f"jax gpae_jax at {jax_against} (before)",
+                     median_time(lambda: before(**jd, **kw).advantages.block_until_ready(), repeats),
+                     "same data, same process"))
     authors = authors_formulation()
     tnb = {k: jnp.asarray(np.ascontiguousarray(np.moveaxis(v, 2, 1))) for k, v in data.items()
            if k in ("logp_target", "logp_behaviour")}
@@ -248,6 +255,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 8192], help="values of B")
     ap.add_argument("--repeats", type=int, default=21, help="timed repeats per row (median)")
     ap.add_argument("--write", metavar="MD", help="write the markdown report to this file")
+    ap.add_argument("--jax-against", metavar="REV", help="also time gpae_ref/jax_backend.py at this git revision")
     ap.add_argument("--threading-layer", default="workqueue",
                     choices=["workqueue", "omp", "tbb", "default"],
                     help="Numba threading layer for the parallel kernel (default workqueue: "
@@ -258,7 +266,7 @@ def main(argv=None) -> int:
 
         numba.config.THREADING_LAYER = args.threading_layer  # before the first parallel call
     start_load = load_average()
-    results = {B: bench_size(B, args.repeats) for B in args.sizes}
+    results = {B: bench_size(B, args.repeats, args.jax_against) for B in args.sizes}
     report = table(results)
     print(machine(start_load))
     print(report)
@@ -273,6 +281,8 @@ def write_report(path: str, report: str, args, start_load: str = "?") -> None:
         cmd += f" --sizes {' '.join(map(str, args.sizes))} --repeats {args.repeats}"
     if args.threading_layer != "workqueue":
         cmd += f" --threading-layer {args.threading_layer}"
+    if args.jax_against:
+        cmd += f" --jax-against {args.jax_against}"
     with open(path) as f:
         text = f.read()
     begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"

@@ -63,19 +63,9 @@ def fresh_jax_estimator():
 
 def verify_at(rev: str):
     """``verify`` of an older single-file ``gpae_ref/verify.py`` at git revision ``rev``."""
-    import importlib.util
-    import subprocess
-    import tempfile
+    from _at_revision import module_at
 
-    source = subprocess.run(["git", "show", f"{rev}:gpae_ref/verify.py"], capture_output=True, text=True,
-                            check=True, cwd=Path(__file__).resolve().parents[1]).stdout
-    path = Path(tempfile.mkdtemp()) / "verify_at_rev.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("verify_at_rev", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["verify_at_rev"] = module
-    spec.loader.exec_module(module)
-    return module.verify
+    return module_at(rev, "gpae_ref/verify.py", "verify_at_rev").verify
 
 
 def timed(fn) -> tuple[float, object]:

@@ -1,18 +1,20 @@
-"""JAX backend: vectorised pre- and post-passes around a minimal reverse ``lax.scan``.
+"""JAX backend: one reverse ``lax.scan`` that does all the work of a time step.
 
 ``gpae_jax`` does no validation (it must trace under ``jit``); the public entry
 ``gpae_ref.gpae(..., backend="jax")`` validates outside jit and then calls it.
 The math is the reference's (``gpae_ref.reference``); this module only says it
 in JAX. Importing it needs jax; the rest of the package does not.
 
-Why it is laid out this way: on the CPU, XLA runs a ``lax.scan`` as a loop whose
-steps each touch every array in its inputs and carry, so everything that does
-not depend on A_{t+1} is computed outside it, in whole-array passes XLA fuses:
-the log-ratios, the trace coefficients (the table's log-space formula), the
-TD errors, and one per-step factor k_t = gamma lam (1 - d_t) c_{t+1} that folds
-the done cut and the next coefficient together. The scan then reads two
-arrays and writes one: A_t = delta_t + k_t A_{t+1}. The value targets
-E_t + min(1, rho^i_t) A_t are one more fused pass after it.
+Why it is laid out this way: on the CPU, XLA runs whole-array passes over
+``[T, B, N]`` one after the other, each reading and writing main memory, and the
+reverse scan is one more loop over memory. The cheapest order is one loop over
+time in which step t reads its own rows (rewards, dones, both log-probs, the
+values) once, while they are in cache, and writes both outputs: the log-ratios,
+the trace coefficient c^i_t, the TD error, A_t and v_t are all formed there. The
+carry holds what step t needs of step t+1: A_{t+1}, c^i_{t+1} and E_{t+1}.
+Values are read by index (not sliced into ``values[:-1]`` and ``values[1:]``,
+which would be two copies). The coefficient takes one exp per element (see
+``coefficient_and_own_clip``). Measured in benchmarks/bench_estimators.py.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ import jax.numpy as jnp
 from gpae_ref._validate import correction_row
 from gpae_ref.reference import GPAEOutput
 
-#: Scan steps per loop iteration. 1: unrolling by 8 ran 10-15% slower on the CPU
-#: (T=128, B=8192, N=8); results are identical for any value.
-SCAN_UNROLL = 1
+#: Scan steps per loop iteration. 2 ran fastest on the CPU (T=128, B=8192, N=8;
+#: 1 and 4 slower); results differ from 1 only by float rounding.
+SCAN_UNROLL = 2
 
 
 def trace_coefficients_jax(log_rho, *, correction: str, eta: float):
@@ -36,6 +38,37 @@ def trace_coefficients_jax(log_rho, *, correction: str, eta: float):
     joint = jnp.sum(log_rho, axis=-1, keepdims=True)
     log_c = row.log_coefficient(log_rho, joint, jnp.log(eta), jnp)
     return jnp.broadcast_to(jnp.exp(log_c), log_rho.shape)
+
+
+def coefficient_and_own_clip(log_rho, *, correction: str, eta):
+    """(c^i, min(1, rho^i)) from log-ratios ``[..., N]``, with one exp per element.
+
+    Equal to ``trace_coefficients_jax`` (up to rounding) by these identities, with
+    rho = exp(sum_j l^j) taken once per environment:
+
+        dt = min(1, rho^i min(eta, rho^-i)) = min(min(1, eta rho^i), min(1, rho))
+        eta >= 1:  x = min(1, rho^i),       min(1, eta rho^i) = min(1, eta x)
+        eta <  1:  x = min(1, eta rho^i),   min(1, rho^i)     = min(1, x / eta)
+
+    x = exp(min(0, l + min(0, log eta))) is the one exp. Every exp argument is
+    <= 0 (no overflow, finite gradients) except `full`'s untruncated exp(sum l).
+    """
+    code = correction_row(correction).name
+    joint = jnp.sum(log_rho, axis=-1, keepdims=True)
+    if code == "full":
+        return (jnp.broadcast_to(jnp.exp(joint), log_rho.shape),
+                jnp.exp(jnp.minimum(0.0, log_rho)))
+    if code != "dt":
+        own_clip = jnp.exp(jnp.minimum(0.0, log_rho))
+        coef = {"none": jnp.ones_like(log_rho), "it": own_clip,
+                "st": jnp.broadcast_to(jnp.exp(jnp.minimum(0.0, joint)), log_rho.shape)}[code]
+        return coef, own_clip
+    eta = jnp.asarray(eta, log_rho.dtype)
+    big_eta = eta >= 1
+    x = jnp.exp(jnp.minimum(0.0, log_rho + jnp.minimum(0.0, jnp.log(eta))))
+    own_clip = jnp.where(big_eta, x, jnp.minimum(1.0, x / eta))
+    own_eta = jnp.where(big_eta, jnp.minimum(1.0, eta * x), x)
+    return jnp.minimum(own_eta, jnp.exp(jnp.minimum(0.0, joint))), own_clip
 
 
 def jax_compute_dtype(logp_target):
@@ -75,31 +108,35 @@ def gpae_jax(
         v_t = E_t + min(1, rho^i_t) A_t
     """
     dtype = jax_compute_dtype(logp_target)
-    log_rho = logp_target.astype(dtype) - logp_behaviour.astype(dtype)
-    if mask is not None:
-        log_rho = jnp.where(mask.astype(bool), log_rho, jnp.zeros((), dtype))
-    N = log_rho.shape[-1]
-    values = values.astype(dtype)
-    if values.ndim == 2:
-        values = jnp.broadcast_to(values[:, :, None], values.shape + (N,))
     gamma = jnp.asarray(gamma, dtype)
-    lam = jnp.asarray(lam, dtype)
-    coef = trace_coefficients_jax(log_rho, correction=correction, eta=jnp.asarray(eta, dtype))
-    not_done = (dones == 0)[:, :, None]
-    deltas = (rewards.astype(dtype)[:, :, None]
-              + jnp.where(not_done, gamma * values[1:], jnp.zeros((), dtype)) - values[:-1])
-    # c^i_{t+1} pairs with step t; a done cuts it (a select, so `full`'s inf never meets 0).
-    next_coef = jnp.concatenate([coef[1:], jnp.zeros_like(coef[:1])], axis=0)
-    k = jnp.where(not_done, (gamma * lam) * next_coef, jnp.zeros((), dtype))
+    gamma_lam = gamma * jnp.asarray(lam, dtype)
+    shared_values = values.ndim == 2
+    values = values.astype(dtype)
+    zero = jnp.zeros((), dtype)
 
-    def step(next_adv, xs):
-        delta, k_t = xs
-        # k_t = 0 is a cut: a select, so an infinite A_{t+1} (`full` overflowing) gives
-        # delta_t there as in the reference, never 0 * inf.
-        adv = jnp.where(k_t == 0, delta, delta + k_t * next_adv)
-        return adv, adv
+    def value_row(t):
+        row = jax.lax.dynamic_index_in_dim(values, t, keepdims=False)
+        return row[:, None] if shared_values else row
 
-    _, advantages = jax.lax.scan(step, jnp.zeros_like(deltas[0]), (deltas, k), reverse=True,
-                                 unroll=SCAN_UNROLL)
-    value_targets = values[:-1] + jnp.exp(jnp.minimum(0.0, log_rho)) * advantages
+    def step(carry, xs):
+        next_adv, next_coef, next_value = carry
+        reward, done, logp_t, logp_b, step_mask, t = xs
+        log_rho = logp_t.astype(dtype) - logp_b.astype(dtype)
+        if step_mask is not None:
+            log_rho = jnp.where(step_mask.astype(bool), log_rho, zero)
+        coef, own_clip = coefficient_and_own_clip(log_rho, correction=correction, eta=eta)
+        value = value_row(t)
+        not_done = (done == 0)[:, None]
+        delta = reward.astype(dtype)[:, None] + jnp.where(not_done, gamma * next_value, zero) - value
+        # c^i_{t+1} pairs with step t; a done cuts it. Selects, not products, so that
+        # `full`'s inf never meets a 0 and an infinite A_{t+1} gives delta_t at a cut.
+        k = jnp.where(not_done, gamma_lam * next_coef, zero)
+        adv = jnp.where(k == 0, delta, delta + k * next_adv)
+        return (adv, coef, jnp.broadcast_to(value, adv.shape)), (adv, value + own_clip * adv)
+
+    T, B, N = logp_target.shape
+    last = jnp.broadcast_to(value_row(T), (B, N))
+    init = (jnp.zeros((B, N), dtype), jnp.zeros((B, N), dtype), last)
+    xs = (rewards, dones, logp_target, logp_behaviour, mask, jnp.arange(T))
+    _, (advantages, value_targets) = jax.lax.scan(step, init, xs, reverse=True, unroll=SCAN_UNROLL)
     return GPAEOutput(advantages, value_targets)

@@ -492,3 +492,26 @@ def test_jax_scan_gradients_match_finite_differences():
             down[name][idx] -= eps
             fd = (ref_loss(**up) - ref_loss(**down)) / (2 * eps)
             assert float(grad[idx]) == pytest.approx(fd, rel=1e-5, abs=1e-7), name
+
+
+@pytest.mark.parametrize("eta", ETAS + (1e-3, 40.0))
+@pytest.mark.parametrize("correction", ["none", "it", "st", "dt", "full"])
+def test_jax_one_exp_coefficients_equal_the_table(correction, eta):
+    """The scan's one-exp coefficient identities give the table's log-space c^i and min(1, rho^i)."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    from gpae_ref.jax_backend import coefficient_and_own_clip, trace_coefficients_jax
+
+    rng = np.random.default_rng(7)
+    log_rho = rng.normal(scale=2.0, size=(6, 5, 4))
+    log_rho[0, 0] = [60.0, -60.0, 0.0, 3.0]  # far outside [log eta, -log eta]
+    log_rho[0, 1] = [-300.0, 1.0, 1.0, 1.0]  # a vanishing own ratio
+    with jax.enable_x64(True):
+        coef, own_clip = coefficient_and_own_clip(jnp.asarray(log_rho), correction=correction, eta=eta)
+        want = trace_coefficients_jax(jnp.asarray(log_rho), correction=correction, eta=jnp.asarray(eta))
+        np.testing.assert_allclose(np.asarray(coef), np.asarray(want), rtol=1e-13, atol=0)
+        np.testing.assert_allclose(np.asarray(own_clip), np.minimum(1.0, np.exp(log_rho)), rtol=1e-13)
+        if correction != "full":  # every exp argument <= 0: finite gradients everywhere
+            grads = jax.grad(lambda l: sum(x.sum() for x in coefficient_and_own_clip(
+                l, correction=correction, eta=eta)))(jnp.asarray(log_rho))
+            assert np.isfinite(np.asarray(grads)).all()
