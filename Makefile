@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo oracle test bench clean env-authors test-authors hard-authors
+.PHONY: demo oracle test bench clean env-authors test-authors hard-authors env-authors-script side-by-side
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,3 +62,28 @@ hard-authors: $(AUTHORS_STAMP)
 
 clean:
 	rm -rf $(VENV) $(AUTHORS_VENV) build *.egg-info
+
+# Measurement-only extras (NOT dependencies of this project): what the authors' own script
+# baselines/MAPPO/gpae_rnn_smax.py (kim-seongmin/GPAE) imports besides jaxmarl/jax/flax/optax, so that
+# benchmarks/authors_side_by_side.py can run it from the user's copy in .venv-authors. hydra and
+# wandb are not installed: the harness replaces both with small in-memory modules.
+AUTHORS_SCRIPT_PINS  := distrax==0.1.5 tensorflow-probability==0.25.0 omegaconf==2.3.0
+AUTHORS_SCRIPT_STAMP := $(AUTHORS_VENV)/.script-$(shell echo $(AUTHORS_PINS) $(AUTHORS_SCRIPT_PINS) | cksum | cut -d' ' -f1)
+
+$(AUTHORS_SCRIPT_STAMP): $(AUTHORS_STAMP)
+	$(AUTHORS_PY) -m pip install --quiet $(AUTHORS_PINS) $(AUTHORS_SCRIPT_PINS)
+	rm -f $(AUTHORS_VENV)/.script-* && touch $(AUTHORS_SCRIPT_STAMP)
+
+env-authors-script: $(AUTHORS_SCRIPT_STAMP)
+	$(AUTHORS_PY) -c "import distrax, omegaconf, importlib.metadata as m; print('distrax', m.version('distrax'), 'omegaconf', m.version('omegaconf'), 'jax', m.version('jax'))"
+
+# The authors' script and this learner side by side on 3m at the authors' settings, 3e6 env steps, seed
+# SEED (default 0), on the authors' SMAX: GPAE (dt, K=1) and MAPPO mode, one run after the other
+# (see docs/results.md). AUTHORS_REPO is the user's copy of kim-seongmin/GPAE (never inside this repo).
+SEED ?= 0
+side-by-side: $(AUTHORS_SCRIPT_STAMP)
+	@test -n "$(AUTHORS_REPO)" || (echo "set AUTHORS_REPO=PATH/TO/GPAE (a copy of github.com/kim-seongmin/GPAE)"; exit 2)
+	for mode in gpae mappo; do for who in authors ours; do \
+	  $(AUTHORS_PY) benchmarks/authors_side_by_side.py --authors-repo $(AUTHORS_REPO) --who $$who --mode $$mode \
+	    --map 3m --steps 3e6 --seed $(SEED) || exit 1; done; done
+	$(AUTHORS_PY) benchmarks/authors_side_by_side.py --plot
