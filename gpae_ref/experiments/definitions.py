@@ -106,11 +106,14 @@ def _pilot() -> Experiment:
 def _main() -> Experiment:
     return Experiment(
         name="main", version=1,
-        question="MAPPO (GAE) vs COMA vs GPAE on-policy vs GPAE with reuse.",
+        question="MAPPO (GAE) vs COMA vs DOP vs GPAE on-policy vs GPAE with reuse.",
         base=(("scenario", "2s3z"),),
         variants=(_v("mappo", PAPER_MAPPO, advantage="gae"), _v("coma", advantage="coma"),
                   _v("gpae-K1", advantage="gpae", reuse=1),
-                  _v(f"gpae-K{REUSE_K}", PAPER_GPAE, advantage="gpae", reuse=REUSE_K)),
+                  _v(f"gpae-K{REUSE_K}", PAPER_GPAE, advantage="gpae", reuse=REUSE_K),
+                  # 128 rollouts of 32 envs x 64 steps: 262,144 env steps, about the DOP
+                  # authors' 5,000-episode buffer on 2s3z (0.77 GiB).
+                  _v("dop", advantage="dop", dop_buffer_rollouts=128)),
         scales=_scales(327_680),
     )
 
