@@ -103,6 +103,32 @@ def test_interrupted_run_resumes_without_duplicate_or_missing_rows(full_run, tmp
         assert _numbers(resumed) == _numbers(full)
 
 
+def test_rows_without_their_checkpoint_are_kept_unless_restart(full_run, tmp_path, cache):
+    """A fresh clone of a partial run has its CSV rows but not its (git-ignored) checkpoint:
+    refuse to wipe them silently; --restart trains from update 0 and replaces them."""
+    root_full, _ = full_run
+    out = ex.run_variant(TINY_EXP, "tiny", VARIANT, tmp_path, max_chunks=1, cache=cache, log=lambda m: None)
+    assert out.status == "stopped" and out.updates == 2
+    vdir = tmp_path / "unit-tiny" / "gpae"
+    for ckpt in (vdir / "ckpt").glob("*.safetensors"):
+        ckpt.unlink()
+    before = {p.name: p.read_bytes() for p in vdir.glob("*.csv")} | {"run.json": (vdir / "run.json").read_bytes()}
+    with pytest.raises(ValueError, match=r"2 of 4 updates are recorded.*checkpoint.*missing.*--restart"):
+        ex.run_variant(TINY_EXP, "tiny", VARIANT, tmp_path, cache=cache, log=lambda m: None)
+    assert {p.name: p.read_bytes() for p in vdir.glob("*.csv")} | {"run.json": (vdir / "run.json").read_bytes()} == before
+    out = ex.run_variant(TINY_EXP, "tiny", VARIANT, tmp_path, cache=cache, restart=True, log=lambda m: None)
+    assert out.status == "finished" and out.updates == 4
+    for s in SEEDS:
+        assert _numbers(_rows(vdir / f"seed{s}.csv")) == _numbers(_rows(root_full / "unit-tiny" / "gpae" / f"seed{s}.csv"))
+
+
+def test_cli_has_a_restart_flag():
+    from gpae_ref.experiments.cli import build_parser
+
+    assert build_parser().parse_args(["main", "--restart"]).restart
+    assert not build_parser().parse_args(["main"]).restart
+
+
 def test_same_config_in_another_experiment_copies_the_finished_run(full_run, tmp_path, monkeypatch):
     root, _ = full_run
     twin_exp = dataclasses.replace(TINY_EXP, name="unit2", variants=(ex.Variant("dt", (("advantage", "gpae"),

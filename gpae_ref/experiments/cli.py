@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc", default="docs/results.md", help="report: the document to update")
     p.add_argument("--figures", default="docs/figures", help="report: figure folder")
     p.add_argument("--max-chunks", type=int, default=None, help="stop each variant after this many chunks")
+    p.add_argument("--restart", action="store_true",
+                   help="train from update 0 a variant whose CSV rows have no checkpoint here (replaces the rows)")
     p.add_argument("--seeds", help="comma-separated subset of the scale's seeds to train now (default: all)")
     p.add_argument("--xla-defaults", action="store_true",
                    help="do not add " + " ".join(SAFE_CPU_FLAGS) + " to XLA_FLAGS (see docs/results.md)")
@@ -59,7 +61,8 @@ def main(argv=None) -> int:
             return 0
         seeds = None if args.seeds is None else [int(x) for x in args.seeds.split(",") if x.strip()]
         outcomes = run_experiment(args.name, args.scale, args.root, variants=args.variants,
-                                  max_chunks=args.max_chunks, seeds=seeds, log=lambda m: print(m, flush=True))
+                                  max_chunks=args.max_chunks, seeds=seeds, restart=args.restart,
+                                  log=lambda m: print(m, flush=True))
     except ValueError as e:
         parser.error(str(e))
     for o in outcomes:

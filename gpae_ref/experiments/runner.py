@@ -133,7 +133,7 @@ def seed_keys(seeds):
 
 def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, *,
                 max_chunks: int | None = None, cache: dict | None = None, seeds=None,
-                log: Callable[[str], None] = print) -> VariantOutcome:
+                restart: bool = False, log: Callable[[str], None] = print) -> VariantOutcome:
     """Train all seeds of one variant as one vmapped program, resuming from its checkpoint.
 
     ``max_chunks`` stops after that many evaluation chunks (a checkpoint is written
@@ -141,7 +141,9 @@ def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, 
     the caller owns) keeps the compiled functions per config between calls, so a
     resume in the same process does not compile again. ``seeds`` (a subset of the
     scale's) trains only those, with a checkpoint of their own: a long scale can run
-    one seed at a time.
+    one seed at a time. Rows without their checkpoint (a fresh clone of a partial run:
+    checkpoints are not in git) raise ``ValueError`` unless ``restart``, which replaces
+    them by a run from update 0.
     """
     scale = exp.scale(scale_name)
     config = variant_config(exp, scale_name, variant)
@@ -166,7 +168,8 @@ def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, 
     vdir.mkdir(parents=True, exist_ok=True)
     (vdir / CKPT_DIR).mkdir(exist_ok=True)
     with _variant_lock(vdir):
-        return _train_variant(exp, scale_name, variant, vdir, config, record, seeds, max_chunks, cache, log)
+        return _train_variant(exp, scale_name, variant, vdir, config, record, seeds, max_chunks, cache, log,
+                              restart)
 
 
 def ckpt_path(vdir: Path, scale: Scale, seeds) -> Path:
@@ -284,7 +287,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _train_variant(exp, scale_name, variant, vdir, config, record, seeds, max_chunks, cache, log) -> VariantOutcome:
+def _train_variant(exp, scale_name, variant, vdir, config, record, seeds, max_chunks, cache, log,
+                   restart=False) -> VariantOutcome:
     """The body of ``run_variant`` once the variant's folder is locked: the shared run loop with
     one chunk per evaluation, each followed by a checkpoint."""
     import jax
@@ -297,6 +301,13 @@ def _train_variant(exp, scale_name, variant, vdir, config, record, seeds, max_ch
     scale = exp.scale(scale_name)
     total = config.num_updates
     ckpt = ckpt_path(vdir, scale, seeds)
+    done = max(last_update(seed_csv(vdir, s)) for s in seeds)
+    if not ckpt.exists() and done > 0 and not restart:
+        raise ValueError(
+            f"{vdir}: {done} of {total} updates are recorded in the seed CSVs but their checkpoint "
+            f"{ckpt} is missing (checkpoints stay on the machine that wrote them; git does not "
+            f"carry them), so this run cannot continue here. Copy that checkpoint into place to "
+            f"resume, or pass --restart to train from update 0 (the recorded rows are replaced).")
     (vdir / "run.json").write_text(json.dumps({**record, "machine": machine_info(),
                                                "train_commands": train_commands(exp, scale_name, variant)},
                                               indent=1) + "\n")
@@ -368,11 +379,12 @@ def _final_wall(vdir: Path, seeds) -> float:
 
 def run_experiment(name: str, scale_name: str = "local", root="results", *, variants: str | None = None,
                    max_chunks: int | None = None, cache: dict | None = None, seeds=None,
-                   log: Callable[[str], None] = print) -> list[VariantOutcome]:
+                   restart: bool = False, log: Callable[[str], None] = print) -> list[VariantOutcome]:
     """Run (or resume, or skip) every variant of experiment ``name`` at ``scale_name``."""
     exp = get_experiment(name)
     exp.scale(scale_name)
     if scale_name not in SCALES:
         raise ValueError(f"scale: unknown {scale_name!r}; known: {', '.join(SCALES)}.")
-    return [run_variant(exp, scale_name, v, Path(root), max_chunks=max_chunks, cache=cache, seeds=seeds, log=log)
+    return [run_variant(exp, scale_name, v, Path(root), max_chunks=max_chunks, cache=cache, seeds=seeds,
+                        restart=restart, log=log)
             for v in select_variants(exp, variants)]
