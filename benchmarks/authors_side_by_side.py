@@ -377,6 +377,14 @@ def run_authors(args: argparse.Namespace, stem: Path) -> dict:
 
 # ---------------------------------------------------------------------------- this learner's side
 
+def _portable(arg: str) -> str:
+    """A path inside this repository as relative to its root: records carry no machine's paths."""
+    try:
+        return str(Path(arg).relative_to(ROOT.resolve())) if arg.startswith("/") else arg
+    except ValueError:
+        return arg
+
+
 def run_ours(args: argparse.Namespace, stem: Path, acfg: dict) -> dict:
     fields = ours_fields(acfg)
     runs = args.runs_dir.resolve()  # the subprocess runs in the repository root
@@ -407,7 +415,7 @@ def run_ours(args: argparse.Namespace, stem: Path, acfg: dict) -> dict:
     write_csv(stem.with_suffix(".csv"), rows)
     config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
     chunk, timed = chunk_timing(rows)
-    return {"returncode": rc, "command": cmd[2:], "learner": config.get("learner"), "smax": config.get("smax"),
+    return {"returncode": rc, "command": [_portable(a) for a in cmd[2:]], "learner": config.get("learner"), "smax": config.get("smax"),
             "wall_s": wall, "updates": len(rows), "env_steps": rows[-1]["env_steps"] if rows else 0,
             "first_chunk_updates": chunk, "first_chunk_s": rows[0]["wall_s"] if rows else None,
             "steps_per_s": timed,

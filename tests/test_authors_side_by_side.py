@@ -179,3 +179,10 @@ def test_table_and_plot(tmp_path):
     fig = tmp_path / "fig.png"
     assert sbs.main(["--plot", "--out", str(tmp_path), "--figure", str(fig)]) == 0
     assert fig.stat().st_size > 0
+
+
+def test_recorded_commands_carry_no_machine_paths():
+    inside = str(sbs.ROOT.resolve() / "runs" / "side-by-side")
+    assert sbs._portable(inside) == str(Path("runs") / "side-by-side")
+    assert sbs._portable("--seed") == "--seed"
+    assert sbs._portable("/not/in/the/repo") == "/not/in/the/repo"
