@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo oracle test bench clean env-authors test-authors hard-authors env-authors-script side-by-side
+.PHONY: demo oracle test bench clean env-authors test-authors hard-authors env-authors-script side-by-side anchor-jaxmarl
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -86,4 +86,14 @@ side-by-side: $(AUTHORS_SCRIPT_STAMP)
 	for mode in gpae mappo; do for who in authors ours; do \
 	  $(AUTHORS_PY) benchmarks/authors_side_by_side.py --authors-repo $(AUTHORS_REPO) --who $$who --mode $$mode \
 	    --map 3m --steps 3e6 --seed $(SEED) || exit 1; done; done
+	$(AUTHORS_PY) benchmarks/authors_side_by_side.py --plot
+
+# The JaxMARL MAPPO anchor: JaxMARL's own baselines/MAPPO/mappo_rnn_smax.py beside train --settings
+# jaxmarl, 3m, 3e6 env steps, seed SEED, on the authors' SMAX. JAXMARL_REPO is the user's copy of
+# FLAIROx/JaxMARL at a tag whose script runs on pip jaxmarl 0.0.7 (v0.0.7; docs/results.md).
+anchor-jaxmarl: $(AUTHORS_SCRIPT_STAMP)
+	@test -n "$(JAXMARL_REPO)" || (echo "set JAXMARL_REPO=PATH/TO/JaxMARL (a copy of github.com/FLAIROx/JaxMARL, tag v0.0.7)"; exit 2)
+	for who in jaxmarl ours; do \
+	  $(AUTHORS_PY) benchmarks/authors_side_by_side.py --jaxmarl-repo $(JAXMARL_REPO) --who $$who --mode jaxmarl \
+	    --map 3m --steps 3e6 --seed $(SEED) || exit 1; done
 	$(AUTHORS_PY) benchmarks/authors_side_by_side.py --plot

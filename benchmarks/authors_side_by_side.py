@@ -1,11 +1,17 @@
-"""The authors' script and this learner side by side: same settings, same seed, same SMAX.
+"""The authors' script, JaxMARL's MAPPO and this learner side by side: same settings, same seed, same SMAX.
 
-Runs the paper authors' ``baselines/MAPPO/gpae_rnn_smax.py`` (github.com/kim-seongmin/GPAE)
-from the user's own copy (``--authors-repo PATH/TO/GPAE``; none of its code is in this
-project) or this project's learner (``python -m gpae_ref.train --settings authors``) on one
-SMAX map at the authors' yaml (``config/rnn_smax.yaml``), in GPAE mode (dt correction,
-eta 1.02, K = 1 i.e. BUFFER_SIZE 1) or MAPPO mode (GAE with a state-value critic), and
-writes for each run
+Runs, from the user's own copy (none of their code is in this project), either
+
+- the paper authors' ``baselines/MAPPO/gpae_rnn_smax.py`` (github.com/kim-seongmin/GPAE,
+  ``--authors-repo PATH/TO/GPAE``) at their yaml (``config/rnn_smax.yaml``), in GPAE mode
+  (dt correction, eta 1.02, K = 1 i.e. BUFFER_SIZE 1) or MAPPO mode (GAE with a state-value
+  critic), beside ``python -m gpae_ref.train --settings authors``; or
+- JaxMARL's ``baselines/MAPPO/mappo_rnn_smax.py`` (github.com/FLAIROx/JaxMARL,
+  ``--jaxmarl-repo PATH/TO/JaxMARL``) at its ``config/mappo_homogenous_rnn_smax.yaml``
+  (mode ``jaxmarl``: the JaxMARL MAPPO anchor), beside ``python -m gpae_ref.train --settings
+  jaxmarl``;
+
+on one SMAX map, and writes for each run
 
 - ``<out>/<who>-<mode>-s<seed>.csv``: one row per update: update, env_steps,
   train_win_rate, train_return, train_episodes (blank for the authors' script, which logs
@@ -28,6 +34,8 @@ with the authors' SMAX, pip jaxmarl 0.0.7).
 
     python benchmarks/authors_side_by_side.py --authors-repo PATH/TO/GPAE --who authors --mode gpae
     python benchmarks/authors_side_by_side.py --who ours --mode gpae
+    python benchmarks/authors_side_by_side.py --jaxmarl-repo PATH/TO/JaxMARL --who jaxmarl
+    python benchmarks/authors_side_by_side.py --who ours --mode jaxmarl
     python benchmarks/authors_side_by_side.py --plot
 """
 
@@ -35,6 +43,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import hashlib
 import importlib.util
 import json
 import math
@@ -49,9 +59,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path("baselines/MAPPO/gpae_rnn_smax.py")
 YAML = Path("baselines/MAPPO/config/rnn_smax.yaml")
+JAXMARL_SCRIPT = Path("baselines/MAPPO/mappo_rnn_smax.py")
+JAXMARL_YAML = Path("baselines/MAPPO/config/mappo_homogenous_rnn_smax.yaml")
 COLUMNS = ("update", "env_steps", "train_win_rate", "train_return", "train_episodes", "wall_s")
-MODES = ("gpae", "mappo")
-WHO = ("authors", "ours")
+MODES = ("gpae", "mappo", "jaxmarl")
+WHO = ("authors", "ours", "jaxmarl")
 
 # The authors' yaml keys and the LearnerConfig field each one sets (the one vocabulary of --override).
 AUTHORS_TO_OURS = {
@@ -71,12 +83,54 @@ BUILT_IN = {
     "ENV_NAME": "HeuristicEnemySMAX",
     "ENV_KWARGS": {"see_enemy_actions": True, "walls_cause_death": True, "attack_mode": "closest"},
 }
+# JaxMARL's MAPPO yaml keys and the LearnerConfig field each one sets (both widths are hidden_size).
+JAXMARL_TO_OURS = {
+    "MAP_NAME": "scenario", "SEED": "seed", "TOTAL_TIMESTEPS": "total_steps", "NUM_ENVS": "num_envs",
+    "NUM_STEPS": "num_steps", "UPDATE_EPOCHS": "update_epochs", "NUM_MINIBATCHES": "num_minibatches",
+    "LR": "lr", "ANNEAL_LR": "anneal_lr", "GAMMA": "gamma", "GAE_LAMBDA": "lam", "CLIP_EPS": "clip_eps",
+    "ENT_COEF": "ent_coef", "VF_COEF": "vf_coef", "MAX_GRAD_NORM": "max_grad_norm",
+    "FC_DIM_SIZE": "hidden_size", "GRU_HIDDEN_DIM": "hidden_size",
+}
+# Its OBS_WITH_AGENT_ID puts the agent id into the critic's world state, as this learner always does.
+JAXMARL_BUILT_IN = {
+    "ACTIVATION": "relu",
+    "SCALE_CLIP_EPS": False,
+    "OBS_WITH_AGENT_ID": True,
+    "ENV_NAME": "HeuristicEnemySMAX",
+    "ENV_KWARGS": {"see_enemy_actions": True, "walls_cause_death": True, "attack_mode": "closest"},
+}
 # Yaml keys that do not change training (logging, sweeps).
 IGNORED = {"EXP_TAG", "WANDB_MODE", "ENTITY", "PROJECT", "HYP_TUNE"}
 # --tiny: a smoke run (seconds of training after compilation), not a measurement.
 TINY = {"NUM_ENVS": 8, "NUM_STEPS": 16, "HIDDEN_SIZE": 32, "UPDATE_EPOCHS": 2}
+# JaxMARL's script builds its GRU carry at width 128 whatever the yaml says: --tiny keeps the width.
+JAXMARL_TINY = {"NUM_ENVS": 8, "NUM_STEPS": 16, "UPDATE_EPOCHS": 2, "NUM_MINIBATCHES": 2}
 TINY_STEPS = 8 * 16 * 4  # --tiny without --steps: 4 updates
 FULL_STEPS = 3_000_000
+SET_BY_FLAGS = ("MAP_NAME", "SEED", "TOTAL_TIMESTEPS", "BUFFER_SIZE")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A script run beside this learner: its place in its repository, its yaml's keys, and the
+    named learner setting (``train --settings``) that holds what has no yaml key (the architecture)."""
+
+    who: str
+    url: str
+    repo_flag: str
+    script: Path
+    yaml: Path
+    to_ours: dict
+    built_in: dict
+    tiny: dict
+    settings: str
+
+
+AUTHORS = Source("authors", "github.com/kim-seongmin/GPAE", "--authors-repo", SCRIPT, YAML,
+                 AUTHORS_TO_OURS, BUILT_IN, TINY, "authors")
+JAXMARL = Source("jaxmarl", "github.com/FLAIROx/JaxMARL", "--jaxmarl-repo", JAXMARL_SCRIPT, JAXMARL_YAML,
+                 JAXMARL_TO_OURS, JAXMARL_BUILT_IN, JAXMARL_TINY, "jaxmarl")
+MODE_SOURCE = {"gpae": AUTHORS, "mappo": AUTHORS, "jaxmarl": JAXMARL}
 
 
 def parse_steps(text: str) -> int:
@@ -109,9 +163,10 @@ def parse_override(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
     key = key.strip().upper()
-    if key not in AUTHORS_TO_OURS and key not in BUILT_IN:
-        raise argparse.ArgumentTypeError(f"unknown key {key!r}; known: {', '.join(sorted(AUTHORS_TO_OURS))}")
-    if key in ("MAP_NAME", "SEED", "TOTAL_TIMESTEPS", "BUFFER_SIZE"):
+    known = {k for src in (AUTHORS, JAXMARL) for k in (*src.to_ours, *src.built_in)}
+    if key not in known:
+        raise argparse.ArgumentTypeError(f"unknown key {key!r}; known: {', '.join(sorted(known))}")
+    if key in SET_BY_FLAGS:
         raise argparse.ArgumentTypeError(f"{key} is set by --map / --seed / --steps / --mode, not --override")
     return key, parse_value(value)
 
@@ -120,16 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--authors-repo", type=Path, help="the user's copy of github.com/kim-seongmin/GPAE "
                    "(needed for --who authors; outside this repository)")
-    p.add_argument("--who", choices=WHO, help="authors: their script; ours: python -m gpae_ref.train")
-    p.add_argument("--mode", choices=MODES, default="gpae",
-                   help="gpae: GPAE, dt correction, eta 1.02, K = 1; mappo: GAE with a state-value critic")
+    p.add_argument("--jaxmarl-repo", type=Path, help="the user's copy of github.com/FLAIROx/JaxMARL "
+                   "(needed for --who jaxmarl; outside this repository)")
+    p.add_argument("--who", choices=WHO, help="authors: their script; jaxmarl: JaxMARL's MAPPO script; "
+                   "ours: python -m gpae_ref.train")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="gpae: GPAE, dt correction, eta 1.02, K = 1; mappo: GAE with a state-value critic "
+                        "(both at the authors' yaml); jaxmarl: JaxMARL's MAPPO yaml (default: jaxmarl for "
+                        "--who jaxmarl, else gpae)")
     p.add_argument("--map", default="3m", help="SMAX map (default 3m)")
     p.add_argument("--steps", type=parse_steps, default=None,
                    help=f"env steps (default 3e6; with --tiny {TINY_STEPS})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results/side-by-side"), help="output folder")
     p.add_argument("--override", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
-                   help="an authors' yaml key (e.g. NUM_ENVS=8), applied to both sides; repeatable")
+                   help="a key of the mode's yaml (e.g. NUM_ENVS=8), applied to both sides; repeatable")
     p.add_argument("--tiny", action="store_true",
                    help=f"smoke-test settings ({', '.join(f'{k}={v}' for k, v in TINY.items())}); "
                         "and --steps default 512: a smoke test, not a measurement")
@@ -147,22 +207,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def source_repo(args: argparse.Namespace) -> Path | None:
+    """The user's copy of the mode's source repository (``--authors-repo`` or ``--jaxmarl-repo``)."""
+    return args.jaxmarl_repo if MODE_SOURCE[args.mode] is JAXMARL else args.authors_repo
+
+
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.steps is None:
         args.steps = TINY_STEPS if args.tiny else FULL_STEPS
     if args.plot:
         return
     if args.who is None:
-        p.error("--who authors|ours is required (or --plot)")
-    if args.who == "authors":
-        if args.authors_repo is None:
-            p.error("--who authors needs --authors-repo PATH/TO/GPAE (a copy of github.com/kim-seongmin/GPAE)")
-        inside = ROOT.resolve() in [args.authors_repo.resolve(), *args.authors_repo.resolve().parents]
+        p.error("--who authors|jaxmarl|ours is required (or --plot)")
+    if args.mode is None:
+        args.mode = "jaxmarl" if args.who == "jaxmarl" else "gpae"
+    src = MODE_SOURCE[args.mode]
+    if args.who not in ("ours", src.who):
+        p.error(f"--who {args.who} runs {'mode jaxmarl' if args.who == 'jaxmarl' else 'modes gpae and mappo'}, "
+                f"not --mode {args.mode}")
+    for key, _ in args.override:
+        if key not in src.to_ours and key not in src.built_in:
+            p.error(f"--override {key}: not a key of {src.yaml.name} (mode {args.mode}); "
+                    f"known: {', '.join(sorted(k for k in src.to_ours if k not in SET_BY_FLAGS))}")
+    widths = {v for k, v in args.override if k in ("FC_DIM_SIZE", "GRU_HIDDEN_DIM")}
+    if src is JAXMARL and widths - {128}:
+        p.error("--override FC_DIM_SIZE/GRU_HIDDEN_DIM: JaxMARL's script builds its GRU carry at width 128 "
+                "whatever the yaml says; keep both at 128")
+    repo = source_repo(args)
+    if args.who == src.who and repo is None:
+        p.error(f"--who {src.who} needs {src.repo_flag} PATH/TO/{src.url.rsplit('/', 1)[1]} "
+                f"(a copy of {src.url})")
+    if repo is not None:
+        inside = ROOT.resolve() in [repo.resolve(), *repo.resolve().parents]
         if inside:
-            p.error("--authors-repo must be outside this repository (its code never enters the project)")
-        for rel in (SCRIPT, YAML):
-            if not (args.authors_repo / rel).is_file():
-                p.error(f"--authors-repo: {args.authors_repo / rel} not found")
+            p.error(f"{src.repo_flag} must be outside this repository (its code never enters the project)")
+        for rel in (src.script, src.yaml):
+            if not (repo / rel).is_file():
+                p.error(f"{src.repo_flag}: {repo / rel} not found")
 
 
 # ---------------------------------------------------------------------------- settings
@@ -174,25 +255,32 @@ def mode_overrides(mode: str) -> dict:
         return {"ADVANTAGE": "gpae", "CORRECTION": "dt", "DT_ETA": 1.02, "BUFFER_SIZE": 1}
     if mode == "mappo":
         return {"ADVANTAGE": "gae", "CORRECTION": "none", "BUFFER_SIZE": 1}
+    if mode == "jaxmarl":  # JaxMARL's script is MAPPO only: its yaml as it is
+        return {}
     raise ValueError(f"mode: unknown {mode!r}")
 
 
 def authors_config(yaml_config: dict, args: argparse.Namespace) -> dict:
-    """The authors' yaml with this run's map, steps, seed, mode and overrides."""
+    """The mode's yaml (the authors' or JaxMARL's) with this run's map, steps, seed, mode and overrides."""
     cfg = dict(yaml_config)
     cfg.update(mode_overrides(args.mode))
     cfg.update(MAP_NAME=args.map, SEED=args.seed, TOTAL_TIMESTEPS=args.steps)
     if args.tiny:
-        cfg.update(TINY)
+        cfg.update(MODE_SOURCE[args.mode].tiny)
     cfg.update(dict(args.override))
     cfg["WANDB_MODE"] = "disabled"
     return cfg
 
 
-def ours_fields(acfg: dict) -> dict:
-    """LearnerConfig fields for the authors' config ``acfg`` (the mapped keys, plus the mode)."""
-    fields = {AUTHORS_TO_OURS[k]: v for k, v in acfg.items() if k in AUTHORS_TO_OURS}
-    if acfg["ADVANTAGE"] == "gpae":
+def ours_fields(acfg: dict, mode: str = "gpae") -> dict:
+    """LearnerConfig fields for the mode's config ``acfg``: the named setting of the mode's source
+    (what has no yaml key: JaxMARL's architecture), then the mapped keys, then the advantage."""
+    from gpae_ref.learner.settings import settings_overrides
+
+    src = MODE_SOURCE[mode]
+    fields = settings_overrides(src.settings)
+    fields.update({src.to_ours[k]: v for k, v in acfg.items() if k in src.to_ours})
+    if acfg.get("ADVANTAGE", "gae") == "gpae":
         fields.update(advantage="gpae", correction=acfg["CORRECTION"])
     else:
         fields.update(advantage="gae")
@@ -201,9 +289,9 @@ def ours_fields(acfg: dict) -> dict:
     return fields
 
 
-def ours_argv(fields: dict) -> list[str]:
-    """``gpae_ref.train`` flags setting every field of ``fields`` (on top of --settings authors)."""
-    argv = ["--settings", "authors"]
+def ours_argv(fields: dict, mode: str = "gpae") -> list[str]:
+    """``gpae_ref.train`` flags setting every field of ``fields`` (on top of the mode's --settings)."""
+    argv = ["--settings", MODE_SOURCE[mode].settings]
     for name, value in fields.items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
@@ -213,17 +301,18 @@ def ours_argv(fields: dict) -> list[str]:
     return argv
 
 
-def compare_settings(acfg: dict, ours: dict) -> dict:
-    """Each authors' key and this learner's value: {'same': [...], 'differ': {key: [authors, ours]},
-    'unmapped': [...]} (``ours``: the LearnerConfig as a dict)."""
+def compare_settings(acfg: dict, ours: dict, mode: str = "gpae") -> dict:
+    """Each key of the mode's yaml and this learner's value: {'same': [...], 'differ': {key: [theirs,
+    ours]}, 'unmapped': [...]} (``ours``: the LearnerConfig as a dict)."""
+    src = MODE_SOURCE[mode]
     same, differ, unmapped = [], {}, []
     for key, value in sorted(acfg.items()):
         if key in IGNORED or key in ("ADVANTAGE", "CORRECTION"):
             continue
-        if key in AUTHORS_TO_OURS:
-            mine = ours.get(AUTHORS_TO_OURS[key])
-        elif key in BUILT_IN:
-            mine = BUILT_IN[key]
+        if key in src.to_ours:
+            mine = ours.get(src.to_ours[key])
+        elif key in src.built_in:
+            mine = src.built_in[key]
         else:
             unmapped.append(key)
             continue
@@ -334,15 +423,32 @@ def stub_modules(sink: MetricSink) -> dict:
     return {"wandb": wandb, "hydra": hydra}
 
 
-def load_authors_module(repo: Path, stubs: dict):
-    """Import the authors' script from the user's copy, with ``stubs`` in sys.modules."""
+def load_script_module(path: Path, stubs: dict):
+    """Import a script (the authors' or JaxMARL's) from the user's copy, with ``stubs`` in sys.modules."""
     sys.modules.update(stubs)
-    path = Path(repo) / SCRIPT
+    path = Path(path)
     sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location("authors_gpae_rnn_smax", path)
+    spec = importlib.util.spec_from_file_location(f"side_by_side_{path.stem}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def load_authors_module(repo: Path, stubs: dict):
+    """Import the authors' script from the user's copy, with ``stubs`` in sys.modules."""
+    return load_script_module(Path(repo) / SCRIPT, stubs)
+
+
+def script_record(repo: Path, src: Source) -> dict:
+    """Which script ran: its path in its repository, sha256, and the checkout's commit if it is a git one."""
+    path = Path(repo) / src.script
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=30).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"repository": src.url, "path": str(src.script), "commit": commit,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def load_yaml(path: Path) -> dict:
@@ -352,10 +458,12 @@ def load_yaml(path: Path) -> dict:
 
 
 def run_authors(args: argparse.Namespace, stem: Path) -> dict:
-    acfg = authors_config(load_yaml(args.authors_repo / YAML), args)
-    spu = int(acfg["NUM_ENVS"] / acfg["BUFFER_SIZE"]) * int(acfg["NUM_STEPS"])
+    """Run the mode's script (the authors' or JaxMARL's: both log wandb rows the same way)."""
+    src, repo = MODE_SOURCE[args.mode], source_repo(args)
+    acfg = authors_config(load_yaml(repo / src.yaml), args)
+    spu = int(acfg["NUM_ENVS"] / acfg.get("BUFFER_SIZE", 1)) * int(acfg["NUM_STEPS"])
     sink = MetricSink(stem.with_suffix(".csv"), spu)
-    mod = load_authors_module(args.authors_repo, stub_modules(sink))
+    mod = load_script_module(repo / src.script, stub_modules(sink))
     import jax
     import jax.experimental  # noqa: F401 - their callback uses jax.experimental.io_callback
 
@@ -367,7 +475,7 @@ def run_authors(args: argparse.Namespace, stem: Path) -> dict:
     wall = time.perf_counter() - t0
     sink.close()
     rows = sink.rows
-    return {"config": acfg, "wall_s": wall, "updates": len(rows),
+    return {"config": acfg, "script": script_record(repo, src), "wall_s": wall, "updates": len(rows),
             "env_steps": rows[-1]["env_steps"] if rows else 0,
             "first_update_s": rows[0]["wall_s"] if rows else None,
             "steps_per_s": steps_per_s(rows, 1),
@@ -386,10 +494,10 @@ def _portable(arg: str) -> str:
 
 
 def run_ours(args: argparse.Namespace, stem: Path, acfg: dict) -> dict:
-    fields = ours_fields(acfg)
+    fields = ours_fields(acfg, args.mode)
     runs = args.runs_dir.resolve()  # the subprocess runs in the repository root
     name = stem.name
-    argv = ours_argv(fields) + ["--runs-dir", str(runs), "--name", name, "--overwrite", "--no-progress",
+    argv = ours_argv(fields, args.mode) + ["--runs-dir", str(runs), "--name", name, "--overwrite", "--no-progress",
                                 "--eval-every", str(args.eval_every)]
     if args.xla_defaults:
         argv.append("--xla-defaults")
@@ -441,7 +549,7 @@ def collect(out: Path) -> dict:
     """{(who, mode, seed): rows} of every CSV in ``out`` named <who>-<mode>-s<seed>.csv."""
     found = {}
     for path in sorted(Path(out).glob("*-*-s*.csv")):
-        m = re.fullmatch(r"(authors|ours)-(gpae|mappo)-s(\d+)", path.stem)
+        m = re.fullmatch(rf"({'|'.join(WHO)})-({'|'.join(MODES)})-s(\d+)", path.stem)
         if m:
             found[(m.group(1), m.group(2), int(m.group(3)))] = read_csv(path)
     return found
@@ -475,27 +583,32 @@ def plot(out: Path, figure: Path) -> None:
     if not found:
         print(f"no <who>-<mode>-s<seed>.csv in {out}")
         return
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
-    colors = {"authors": "tab:red", "ours": "tab:blue"}
+    modes = [m for m in MODES if any(k[1] == m for k in found)]
+    fig, axes = plt.subplots(2, len(modes), figsize=(5.5 * len(modes), 7), sharex=True, squeeze=False)
+    colors = {"authors": "tab:red", "jaxmarl": "tab:green", "ours": "tab:blue"}
+    labels = {"authors": "authors' script", "jaxmarl": "JaxMARL's script", "ours": "this learner"}
+    titles = {"gpae": "gpae (dt, eta 1.02, K=1; authors' yaml)", "mappo": "mappo (GAE, V critic; authors' yaml)",
+              "jaxmarl": "jaxmarl (MAPPO at JaxMARL's yaml)"}
     styles = ["-", "--", ":", "-."]
     for (who, mode, seed), rows in sorted(found.items()):
-        col = MODES.index(mode)
+        col = modes.index(mode)
         x = [int(r["env_steps"]) for r in rows]
         for row, key in enumerate(("train_win_rate", "train_return")):
             y = [finite(r[key]) for r in rows]
             ax = axes[row][col]
             ax.plot(x, y, color=colors[who], alpha=0.15, linewidth=0.8)
             ax.plot(x, smooth(y), color=colors[who], linestyle=styles[seed % len(styles)],
-                    label=f"{'authors script' if who == 'authors' else 'this learner'} seed {seed}")
-    for col, mode in enumerate(MODES):
-        axes[0][col].set_title(f"{mode} ({'dt, eta 1.02, K=1' if mode == 'gpae' else 'GAE, V critic'})")
+                    label=f"{labels[who]} seed {seed}")
+    for col, mode in enumerate(modes):
+        axes[0][col].set_title(titles[mode], fontsize=10)
         axes[0][col].set_ylabel("training win rate")
         axes[1][col].set_ylabel("training return")
         axes[1][col].set_xlabel("env steps")
         if axes[0][col].get_legend_handles_labels()[0]:
             axes[0][col].legend(fontsize=8)
-    fig.suptitle("side by side: the authors' gpae_rnn_smax.py vs this learner (authors' settings, authors' SMAX)"
-                 "\nfaint: per update; solid/dashed: moving average of 5 updates", fontsize=10)
+    fig.suptitle("side by side: the source scripts (the authors' gpae_rnn_smax.py, JaxMARL's mappo_rnn_smax.py) "
+                 "vs this learner at the same settings\nfaint: per update; solid/dashed: moving average of "
+                 "5 updates", fontsize=10)
     fig.tight_layout()
     figure.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(figure, dpi=110)
@@ -519,22 +632,23 @@ def main(argv=None) -> int:
     stem = args.out / f"{args.who}-{args.mode}-s{args.seed}"
     from gpae_ref.learner.env import smax_version
 
-    if args.who == "authors":
+    src, repo = MODE_SOURCE[args.mode], source_repo(args)
+    if args.who != "ours":
         info = run_authors(args, stem)
         acfg = info["config"]
     else:
-        if args.authors_repo is not None:
-            acfg = authors_config(load_yaml(args.authors_repo / YAML), args)
-        else:  # the yaml's values are LearnerConfig's defaults (--settings authors): rebuild it from them
-            acfg = authors_config(default_authors_yaml(), args)
+        if repo is not None:
+            acfg = authors_config(load_yaml(repo / src.yaml), args)
+        else:  # the yaml's values are those of the named setting (--settings authors|jaxmarl): rebuilt from it
+            acfg = authors_config(default_authors_yaml(args.mode), args)
         info = run_ours(args, stem, acfg)
     from gpae_ref.learner.config import LearnerConfig
 
     # this learner's side: the config its run recorded (--who ours), else the one it would build
-    ours = info.get("learner") or LearnerConfig(**ours_fields(acfg)).to_dict()
+    ours = info.get("learner") or LearnerConfig(**ours_fields(acfg, args.mode)).to_dict()
     info.update(who=args.who, mode=args.mode, map=args.map, seed=args.seed, tiny=args.tiny,
                 smax_jaxmarl=smax_version(), xla_flags=os.environ.get("XLA_FLAGS", ""),
-                authors_config=acfg, settings=compare_settings(acfg, ours))
+                **{f"{src.who}_config": acfg}, settings=compare_settings(acfg, ours, args.mode))
     info.pop("config", None)
     stem.with_suffix(".json").write_text(json.dumps(info, indent=1, default=str) + "\n")
     print(f"wrote {stem.with_suffix('.csv')} and .json: {info['updates']} updates, {info['env_steps']} env steps, "
@@ -543,15 +657,19 @@ def main(argv=None) -> int:
     return int(info.get("returncode", 0) or 0)
 
 
-def default_authors_yaml() -> dict:
-    """The authors' yaml keys that matter, from LearnerConfig's defaults (``--settings authors``) and
-    the built-in values: used by ``--who ours`` when no ``--authors-repo`` is given."""
+def default_authors_yaml(mode: str = "gpae") -> dict:
+    """The mode's yaml keys that matter, from its named setting (``--settings authors``: LearnerConfig's
+    defaults; ``--settings jaxmarl``) and the built-in values: used by ``--who ours`` when no copy of
+    the source repository is given."""
     from gpae_ref.learner.config import LearnerConfig
+    from gpae_ref.learner.settings import settings_overrides
 
-    base = LearnerConfig()
-    cfg = {k: getattr(base, f) for k, f in AUTHORS_TO_OURS.items()}
-    cfg.update(BUILT_IN)
-    cfg.update(ADVANTAGE=base.advantage, CORRECTION=base.correction)
+    src = MODE_SOURCE[mode]
+    base = LearnerConfig(**settings_overrides(src.settings))
+    cfg = {k: getattr(base, f) for k, f in src.to_ours.items()}
+    cfg.update(src.built_in)
+    if src is AUTHORS:
+        cfg.update(ADVANTAGE=base.advantage, CORRECTION=base.correction)
     return cfg
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import math
@@ -22,6 +23,7 @@ from gpae_ref.learner.config import LearnerConfig
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("authors_side_by_side", ROOT / "benchmarks/authors_side_by_side.py")
 sbs = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = sbs  # its dataclass looks its module up there
 _spec.loader.exec_module(sbs)
 
 FAKE_SCRIPT = '''
@@ -168,12 +170,15 @@ def test_table_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
     rows = [{"update": u, "env_steps": 8 * u, "train_win_rate": u / 10, "train_return": 1.0,
              "train_episodes": "", "wall_s": float(u)} for u in range(1, 6)]
-    for who in sbs.WHO:
+    for who in ("authors", "ours"):
         sbs.write_csv(tmp_path / f"{who}-gpae-s0.csv", rows)
+    for who in ("jaxmarl", "ours"):
+        sbs.write_csv(tmp_path / f"{who}-jaxmarl-s0.csv", rows)
     (tmp_path / "authors-gpae-s0.json").write_text(json.dumps({"steps_per_s": 1234.0, "wall_s": 5.0}))
     (tmp_path / "not-a-run.csv").write_text("x\n")
     found = sbs.collect(tmp_path)
-    assert set(found) == {("authors", "gpae", 0), ("ours", "gpae", 0)}
+    assert set(found) == {("authors", "gpae", 0), ("ours", "gpae", 0), ("jaxmarl", "jaxmarl", 0),
+                          ("ours", "jaxmarl", 0)}
     lines = sbs.table(tmp_path, found)
     assert "| authors | gpae | 0 | 5 | 40 | 0.300 | 1.000 | 1,234 | 5 |" in lines
     fig = tmp_path / "fig.png"
@@ -186,3 +191,86 @@ def test_recorded_commands_carry_no_machine_paths():
     assert sbs._portable(inside) == str(Path("runs") / "side-by-side")
     assert sbs._portable("--seed") == "--seed"
     assert sbs._portable("/not/in/the/repo") == "/not/in/the/repo"
+
+
+# JaxMARL's baselines/MAPPO/config/mappo_homogenous_rnn_smax.yaml (FLAIROx/JaxMARL, tags v0.0.7 to
+# the 2.0 merge: unchanged), the keys that set training.
+JAXMARL_YAML_VALUES = {
+    "LR": 0.002, "NUM_ENVS": 128, "NUM_STEPS": 128, "TOTAL_TIMESTEPS": 1e7, "FC_DIM_SIZE": 128,
+    "GRU_HIDDEN_DIM": 128, "UPDATE_EPOCHS": 4, "NUM_MINIBATCHES": 4, "GAMMA": 0.99, "GAE_LAMBDA": 0.95,
+    "CLIP_EPS": 0.2, "SCALE_CLIP_EPS": False, "ENT_COEF": 0.0, "VF_COEF": 0.5, "MAX_GRAD_NORM": 0.25,
+    "ACTIVATION": "relu", "OBS_WITH_AGENT_ID": True, "ENV_NAME": "HeuristicEnemySMAX", "MAP_NAME": "2s3z",
+    "SEED": 0, "ENV_KWARGS": {"see_enemy_actions": True, "walls_cause_death": True, "attack_mode": "closest"},
+    "ANNEAL_LR": True, "WANDB_MODE": "disabled", "ENTITY": "", "PROJECT": "",
+}
+
+
+def fake_jaxmarl_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "JaxMARL"
+    (repo / sbs.JAXMARL_YAML).parent.mkdir(parents=True)
+    (repo / sbs.JAXMARL_SCRIPT).write_text(FAKE_SCRIPT)
+    (repo / sbs.JAXMARL_YAML).write_text("".join(f'"{k}": {json.dumps(v)}\n' for k, v in JAXMARL_YAML_VALUES.items()))
+    return repo
+
+
+def test_jaxmarl_mode_arguments(tmp_path, capsys):
+    repo = fake_jaxmarl_repo(tmp_path)
+    args = parse("--who", "jaxmarl", "--jaxmarl-repo", str(repo))
+    assert args.mode == "jaxmarl" and sbs.source_repo(args) == repo
+    assert parse("--who", "ours", "--mode", "jaxmarl").mode == "jaxmarl"
+    refused = [("--who", "jaxmarl"),  # no copy of JaxMARL
+               ("--who", "jaxmarl", "--jaxmarl-repo", str(repo), "--mode", "gpae"),
+               ("--who", "authors", "--authors-repo", str(fake_repo(tmp_path)), "--mode", "jaxmarl"),
+               ("--who", "ours", "--mode", "jaxmarl", "--override", "HIDDEN_SIZE=64"),  # the authors' key
+               ("--who", "ours", "--mode", "gpae", "--override", "FC_DIM_SIZE=128"),  # JaxMARL's key
+               ("--who", "ours", "--mode", "jaxmarl", "--override", "GRU_HIDDEN_DIM=64"),  # carry is 128
+               ("--who", "jaxmarl", "--jaxmarl-repo", str(ROOT))]
+    for argv in refused:
+        with pytest.raises(SystemExit):
+            parse(*argv)
+    err = capsys.readouterr().err
+    for text in ("--jaxmarl-repo PATH/TO/JaxMARL", "not --mode gpae", "not a key of mappo_homogenous_rnn_smax.yaml",
+                 "width 128", "outside this repository"):
+        assert text in err, text
+
+
+def test_jaxmarl_yaml_is_the_jaxmarl_setting(tmp_path):
+    """JaxMARL's yaml maps onto ``--settings jaxmarl`` with nothing differing and nothing unmapped, and the
+    flags the harness gives ``train`` rebuild that config."""
+    from gpae_ref.learner.settings import config_fields
+    from gpae_ref.train import build_parser
+
+    repo = fake_jaxmarl_repo(tmp_path)
+    args = parse("--who", "ours", "--mode", "jaxmarl", "--jaxmarl-repo", str(repo))
+    jcfg = sbs.authors_config(dict(JAXMARL_YAML_VALUES), args)  # the yaml as omegaconf loads it
+    assert (jcfg["MAP_NAME"], jcfg["TOTAL_TIMESTEPS"], jcfg["LR"]) == ("3m", 3_000_000, 0.002)
+    fields = sbs.ours_fields(jcfg, "jaxmarl")
+    cfg = LearnerConfig(**fields)
+    cmp = sbs.compare_settings(jcfg, cfg.to_dict(), "jaxmarl")
+    assert cmp["differ"] == {} and cmp["unmapped"] == []
+    assert (cfg.advantage, cfg.head_layers, cfg.num_layers, cfg.layer_norm, cfg.norm_input, cfg.reuse) == \
+        ("gae", 1, 1, False, False, 1)
+    targs = build_parser().parse_args(sbs.ours_argv(fields, "jaxmarl"))
+    assert targs.settings == "jaxmarl" and LearnerConfig(**config_fields(targs, targs.settings)) == cfg
+    # without a copy of JaxMARL, --who ours rebuilds the same yaml values from --settings jaxmarl
+    no_repo = sbs.authors_config(sbs.default_authors_yaml("jaxmarl"), parse("--who", "ours", "--mode", "jaxmarl"))
+    assert sbs.ours_fields(no_repo, "jaxmarl") == fields
+    tiny = sbs.authors_config(sbs.default_authors_yaml("jaxmarl"),
+                              parse("--who", "ours", "--mode", "jaxmarl", "--tiny"))
+    assert (tiny["NUM_ENVS"], tiny["FC_DIM_SIZE"], tiny["GRU_HIDDEN_DIM"]) == (8, 128, 128)
+
+
+def test_jaxmarl_script_runs_through_the_same_stubs(tmp_path, monkeypatch):
+    for name in ("wandb", "hydra"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    repo = fake_jaxmarl_repo(tmp_path)
+    sink = sbs.MetricSink(tmp_path / "jaxmarl-jaxmarl-s0.csv", steps_per_update=4 * 2)
+    mod = sbs.load_script_module(repo / sbs.JAXMARL_SCRIPT, sbs.stub_modules(sink))
+    mod.make_train({"UPDATES": 2, "NUM_ENVS": 4, "NUM_STEPS": 2})(None)
+    sink.close()
+    assert [r["env_steps"] for r in sbs.read_csv(tmp_path / "jaxmarl-jaxmarl-s0.csv")] == ["8", "16"]
+    record = sbs.script_record(repo, sbs.JAXMARL)
+    assert record["path"] == str(sbs.JAXMARL_SCRIPT) and record["commit"] is None  # not a git checkout
+    assert record["sha256"] == hashlib.sha256(FAKE_SCRIPT.encode()).hexdigest()
+    assert record["repository"] == "github.com/FLAIROx/JaxMARL"

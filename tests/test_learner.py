@@ -7,6 +7,7 @@ and each checks several things.
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
@@ -46,9 +47,35 @@ def _check_run(run_dir, updates, evals):
 
 
 def test_gae_run(tmp_path):
+    """MAPPO at JaxMARL's settings (--settings jaxmarl: a dense layer after the GRU, no LayerNorm)."""
     # --eval-every 0: no evaluation (its compilation would double this test's time)
-    assert main(TINY + ["--advantage", "gae", "--eval-every", "0", "--runs-dir", str(tmp_path), "--name", "gae"]) == 0
+    assert main(["--settings", "jaxmarl"] + TINY + ["--eval-every", "0", "--runs-dir", str(tmp_path),
+                                                    "--name", "gae"]) == 0
     _check_run(tmp_path / "gae", 4, evals=0)
+    learner = json.loads((tmp_path / "gae" / "config.json").read_text())["learner"]
+    assert (learner["advantage"], learner["head_layers"], learner["layer_norm"], learner["num_minibatches"]) == \
+        ("gae", 1, False, 4)
+
+
+def test_head_layers_add_one_dense_layer_after_the_gru():
+    from gpae_ref.learner.networks import Actor, QCritic, StateCritic
+
+    T, B, N, A, H = 3, 2, 2, 5, 8
+    obs, resets = jnp.ones((T, B, 7)), jnp.zeros((T, B), bool)
+    carry = jnp.zeros((B, H))
+    for head in (0, 1, 2):
+        nets = {Actor(num_actions=A, hidden=H, layers=1, head_layers=head): (obs, resets, jnp.ones((T, B, A))),
+                StateCritic(hidden=H, layers=1, head_layers=head): (obs, resets),
+                QCritic(hidden=H, layers=2, head_layers=head): (obs, resets, jnp.ones((T, B, N * A)))}
+        for net, args in nets.items():  # shapes only (eval_shape): nothing is compiled
+            params = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), carry, *args))
+            dense = [k for k in params["params"] if k.startswith("Dense")]
+            assert dense == sorted(dense, key=lambda k: int(k.split("_")[1]))
+            assert params["params"][dense[-1]]["kernel"].shape == (H, A if type(net) is Actor else 1)
+            out = jax.eval_shape(lambda: net.apply(net.init(jax.random.PRNGKey(0), carry, *args), carry, *args))[1]
+            assert out.shape[:2] == (T, B)
+            base = {Actor: 2, StateCritic: 2, QCritic: 4}[type(net)]  # input layers + output layer
+            assert len(dense) == base + head, (type(net).__name__, head, dense)
 
 
 def test_coma_run_with_reuse(tmp_path):
@@ -151,6 +178,8 @@ def test_bad_config_names_the_field():
         LearnerConfig(num_envs=6, reuse=4)
     with pytest.raises(ValueError, match="marginalise"):
         LearnerConfig(marginalise="future")
+    with pytest.raises(ValueError, match="head_layers"):
+        LearnerConfig(head_layers=-1)
 
 
 def test_wrapper_update_and_greedy_evaluation_on_the_installed_smax():

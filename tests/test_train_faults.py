@@ -306,9 +306,10 @@ def test_unusable_runs_folder_gives_a_clear_message(tmp_path, monkeypatch, capsy
 
 
 def _run_cli(args):
-    # Every phase in its own process: each starts jax with the same XLA flags (the CLI's), which
-    # an in-process run cannot promise once this test process has started jax.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XLA_FLAGS": ""}
+    # Every phase in its own process: each starts jax with the same XLA flags (the session's, see
+    # conftest.py, plus the CLI's), which an in-process run cannot promise once this test process has
+    # started jax.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "gpae_ref.train", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

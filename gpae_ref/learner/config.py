@@ -75,6 +75,9 @@ class LearnerConfig:
     """Width of dense layers and GRU."""
     num_layers: int = 2
     """Dense layers before the GRU (the Q critic's first layer is split into state and action halves)."""
+    head_layers: int = 0
+    """Dense layers between the GRU and the output of actor and critic (the authors: 0; JaxMARL's MAPPO: 1;
+    DOP's critic and mixer have none)."""
     layer_norm: bool = True
     """LayerNorm after each dense layer."""
     norm_input: bool = True
@@ -128,6 +131,7 @@ class LearnerConfig:
         check(self.lr > 0, "lr", "must be > 0")
         check(self.hidden_size >= 2 and self.hidden_size % 2 == 0, "hidden_size", "must be even and >= 2")
         check(self.num_layers >= 1, "num_layers", "must be >= 1")
+        check(self.head_layers >= 0, "head_layers", "must be >= 0")
         check(self.eval_envs >= 1, "eval_envs", "must be >= 1")
         check(self.advantage != "dop" or self.reuse == 1, "reuse", "must be 1 for dop (it replays from its own buffer)")
         check(0.0 <= self.dop_tb_lambda <= 1.0, "dop_tb_lambda", "must be in [0, 1]")

@@ -220,7 +220,7 @@ def make_train(config: LearnerConfig) -> Trainer:
     M, E = config.num_minibatches, config.update_epochs
     q_critic = config.advantage in ("gpae", "coma")
     net_kw = dict(hidden=H, layers=config.num_layers, layer_norm=config.layer_norm,
-                  norm_input=config.norm_input)
+                  norm_input=config.norm_input, head_layers=config.head_layers)
     actor_net = Actor(num_actions=A, **net_kw)
     critic_net = (QCritic if q_critic else StateCritic)(**net_kw)
     act_in_dim = N * A if q_critic else 1

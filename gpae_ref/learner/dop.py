@@ -193,7 +193,7 @@ def make_dop_train(config: LearnerConfig) -> Trainer:
     Boff, n_tb = config.dop_off_batch, config.dop_tb_steps
     S = spec.state_dim - N
     actor_net = Actor(num_actions=A, hidden=H, layers=config.num_layers, layer_norm=config.layer_norm,
-                      norm_input=config.norm_input)
+                      norm_input=config.norm_input, head_layers=config.head_layers)
     q_net = DOPCritic(num_actions=A, hidden=H, layers=config.num_layers, layer_norm=config.layer_norm,
                       norm_input=config.norm_input)
     mixer_net = DOPMixer(num_agents=N, norm_input=config.norm_input)

@@ -61,31 +61,35 @@ def _mlp(x, *, width: int, layers: int, layer_norm: bool):
 
 
 class Actor(nn.Module):
-    """pi^i(. | history of o^i): LN(obs) -> [Dense, LN, ReLU] x L -> GRU -> Dense(A), masked logits."""
+    """pi^i(. | history of o^i): LN(obs) -> [Dense, LN, ReLU] x L -> GRU -> [Dense, LN, ReLU] x H
+    -> Dense(A), masked logits (H = ``head_layers``: 0 in the authors' network, 1 in JaxMARL's MAPPO)."""
 
     num_actions: int
     hidden: int = 128
     layers: int = 2
     layer_norm: bool = True
     norm_input: bool = True
+    head_layers: int = 0
 
     @nn.compact
     def __call__(self, carry, obs, resets, avail):
         x = nn.LayerNorm()(obs) if self.norm_input else obs
         x = _mlp(x, width=self.hidden, layers=self.layers, layer_norm=self.layer_norm)
         carry, x = ScannedGRU(self.hidden)(carry, x, resets)
+        x = _mlp(x, width=self.hidden, layers=self.head_layers, layer_norm=self.layer_norm)
         logits = nn.Dense(self.num_actions)(x)
         # Unavailable actions get probability 0 exactly (exp underflows), in sampling and loss.
         return carry, jnp.where(avail > 0, logits, MASKED_LOGIT)
 
 
 class StateCritic(nn.Module):
-    """MAPPO's V(world state with agent id): LN -> [Dense, LN, ReLU] x L -> GRU -> Dense(1)."""
+    """MAPPO's V(world state with agent id): LN -> [Dense, LN, ReLU] x L -> GRU -> [Dense, LN, ReLU] x H -> Dense(1)."""
 
     hidden: int = 128
     layers: int = 2
     layer_norm: bool = True
     norm_input: bool = True
+    head_layers: int = 0
 
     @nn.compact
     def __call__(self, carry, world_state, resets, action_input=None):
@@ -93,16 +97,19 @@ class StateCritic(nn.Module):
         x = nn.LayerNorm()(world_state) if self.norm_input else world_state
         x = _mlp(x, width=self.hidden, layers=self.layers, layer_norm=self.layer_norm)
         carry, x = ScannedGRU(self.hidden)(carry, x, resets)
+        x = _mlp(x, width=self.hidden, layers=self.head_layers, layer_norm=self.layer_norm)
         return carry, nn.Dense(1)(x)[..., 0]
 
 
 class QCritic(nn.Module):
-    """Q(world state with agent id, joint action): state and action halves, then shared layers -> GRU -> Dense(1)."""
+    """Q(world state with agent id, joint action): state and action halves, then shared layers -> GRU
+    -> [Dense, LN, ReLU] x H -> Dense(1)."""
 
     hidden: int = 128
     layers: int = 2
     layer_norm: bool = True
     norm_input: bool = True
+    head_layers: int = 0
 
     @nn.compact
     def __call__(self, carry, world_state, resets, action_input):
@@ -115,6 +122,7 @@ class QCritic(nn.Module):
         x = _mlp(jnp.concatenate([s, a], -1), width=self.hidden, layers=self.layers - 1,
                  layer_norm=self.layer_norm)
         carry, x = ScannedGRU(self.hidden)(carry, x, resets)
+        x = _mlp(x, width=self.hidden, layers=self.head_layers, layer_norm=self.layer_norm)
         return carry, nn.Dense(1)(x)[..., 0]
 
 

@@ -8,6 +8,12 @@ and by the experiment runner's scales:
 - ``cpu``: the CPU-sized learner of this project's local experiments: the authors' network
   depth and epochs, 32 envs x 64 steps and width 64, so a 2-core machine gets many updates
   into ~1e6 env steps (8x the updates per env step of ``authors``).
+- ``jaxmarl``: JaxMARL's own MAPPO on SMAX (FLAIROx/JaxMARL ``baselines/MAPPO/config/
+  mappo_homogenous_rnn_smax.yaml``): GAE with a state-value critic, LR 0.002 annealed,
+  128 envs x 128 steps, 4 epochs x 4 minibatches, grad norm 0.25, one dense layer before
+  and one after the GRU (width 128), no LayerNorm. Differences that remain: its
+  minibatches split the agents of one env apart (here an env's agents stay together),
+  and it initialises orthogonally (here flax's defaults); docs/results.md (side by side).
 
 Every ``LearnerConfig`` field is a flag ``--field-name`` whose help is the field's doc
 line (read from the class source), so any run of an experiment is one ``train`` command
@@ -28,10 +34,15 @@ from gpae_ref.learner.config import ADVANTAGES, CORRECTIONS, MARGINALISE, Learne
 SETTINGS: dict[str, tuple[tuple[str, object], ...]] = {
     "authors": (),
     "cpu": (("num_envs", 32), ("num_steps", 64), ("hidden_size", 64), ("eval_envs", 64)),
+    "jaxmarl": (("advantage", "gae"), ("lr", 0.002), ("update_epochs", 4), ("num_minibatches", 4),
+                ("max_grad_norm", 0.25), ("num_layers", 1), ("head_layers", 1), ("layer_norm", False),
+                ("norm_input", False)),
 }
 SETTINGS_HELP = {
     "authors": "the authors' SMAX yaml (LearnerConfig defaults: GRU 128, 128 envs x 128 steps, 5 epochs)",
     "cpu": "the CPU-sized learner (32 envs x 64 steps, width 64; the local experiments)",
+    "jaxmarl": "JaxMARL's MAPPO SMAX yaml (GAE, V critic, LR 0.002, 4 epochs x 4 minibatches, grad norm 0.25, "
+               "Dense-GRU-Dense, no LayerNorm)",
 }
 CHOICES = {"advantage": ADVANTAGES, "correction": CORRECTIONS, "marginalise": MARGINALISE}
 ALIASES = {"update_epochs": ("--epochs",)}
