@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ours only: greedy evaluations every N updates (default 0: none; the authors' "
                         "script has none, and the comparison is of training win rate)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs/side-by-side"),
-                   help="ours only: parent of the learner's run folder (checkpoint, metrics.csv; git-ignored)")
+                   help="ours only: parent of the learner's run folder (run.json, metrics.csv, states; git-ignored)")
     p.add_argument("--chunk", type=int, default=None,
                    help="ours only: updates per jitted call (train's --chunk; default train's 5)")
     p.add_argument("--xla-defaults", action="store_true",
@@ -521,9 +521,9 @@ def run_ours(args: argparse.Namespace, stem: Path, acfg: dict) -> dict:
              "train_win_rate": finite(r["train_win_rate"]), "train_return": finite(r["train_return"]),
              "train_episodes": int(float(r["train_episodes"])), "wall_s": float(r["wall_s"])} for r in src]
     write_csv(stem.with_suffix(".csv"), rows)
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+    config = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     chunk, timed = chunk_timing(rows)
-    return {"returncode": rc, "command": [_portable(a) for a in cmd[2:]], "learner": config.get("learner"), "smax": config.get("smax"),
+    return {"returncode": rc, "command": [_portable(a) for a in cmd[2:]], "learner": config.get("config"), "smax": config.get("smax"),
             "wall_s": wall, "updates": len(rows), "env_steps": rows[-1]["env_steps"] if rows else 0,
             "first_chunk_updates": chunk, "first_chunk_s": rows[0]["wall_s"] if rows else None,
             "steps_per_s": timed,

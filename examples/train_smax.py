@@ -11,12 +11,14 @@ metrics row and the final greedy win rate. About 5 min on 2 CPU cores (about
 Where things go, ``runs/<name>/`` (``<name>`` = ``--name``, default
 ``<scenario>_<advantage>_K<reuse>_s<seed>``, here ``3m_gpae_K1_s0``):
 
-* ``config.json``: every learner setting, the schedule, the jaxmarl version and
-  the one ``train`` command that reproduces the run;
+* ``run.json``: every learner setting, the schedule, the jaxmarl version,
+  the one ``train`` command that reproduces the run, and every resume;
 * ``metrics.csv``: one row per update (losses, trace and ratio statistics,
   training win rate; ``eval_win_rate`` on evaluation rows, every ``--eval-every``);
 * ``curve.png``: training and greedy win rate against env steps;
-* ``checkpoint.safetensors``: written every ``--checkpoint-every`` updates and at the end.
+* ``ckpt/state.safetensors`` (the full checkpoint, ignored by git) and
+  ``resume.safetensors.xz`` (the compact resume state, small enough to commit):
+  written every ``--checkpoint-every`` updates and at the end.
 
 Resume: stop with Ctrl-C (or ``--max-updates U``), then
 ``python -m gpae_ref.train --resume runs/3m_gpae_K1_s0`` continues from the last
@@ -62,7 +64,8 @@ def main(argv=(), trainers=None):
     with (run / "metrics.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     last = rows[-1]
-    print(f"\nrun folder {run}: config.json, metrics.csv ({len(rows)} rows), curve.png, checkpoint.safetensors")
+    print(f"\nrun folder {run}: run.json, metrics.csv ({len(rows)} rows), curve.png, ckpt/state.safetensors, "
+          f"resume.safetensors.xz")
     print(f"last row: update {last['update']}, {last['env_steps']} env steps, training win rate "
           f"{last['train_win_rate']}, mean trace {last['trace_mean']}")
     print(f"continue it after a stop with: python -m gpae_ref.train --resume {run}")

@@ -8,10 +8,13 @@
 Every LearnerConfig field is a flag (``--help`` lists them with their meaning);
 ``--settings`` names a whole setting (authors: the authors' yaml; cpu: the
 CPU-sized learner), ``--preset`` a job; explicit flags override both.
-Writes runs/<name>/config.json (the learner config, the schedule, the SMAX version
-and the one command that reproduces the run), metrics.csv (one row per update),
-curve.png, checkpoint.safetensors (every --checkpoint-every updates, at the end,
-on Ctrl-C). ``--resume`` restores every setting from config.json.
+Writes the run folder runs/<name>/ (``gpae_ref.learner.runfolder``): run.json (the
+learner config, the schedule, the SMAX version, the one command that reproduces
+the run, every resume), metrics.csv (one row per update), curve.png, and every
+--checkpoint-every updates (and at the end, and on Ctrl-C) the full checkpoint
+ckpt/state.safetensors (machine-local) and the compact resume.safetensors.xz (small:
+commit it, and the run continues from a fresh clone). ``--resume`` restores every
+setting from run.json.
 Ctrl-C once: finish the running chunk, checkpoint, stop; twice: stop at once.
 JAX picks its default device (a GPU if it has one).
 """
@@ -19,7 +22,6 @@ JAX picks its default device (a GPU if it has one).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -32,7 +34,6 @@ PRESETS = {
     # The authors' budget (1e7 steps); hours on a CPU.
     "paper": dict(total_steps=10_000_000),
 }
-RUN_FORMAT = "gpae-ref-run/1"
 SCHEDULE_FLAGS = ("chunk", "eval_every", "checkpoint_every")
 SMAX_HINT = 'pip install -e ".[smax]"   (or: make demo, which sets up .venv with it)'
 
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint, "
                    "with every setting it was started with")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder's files")
+    p.add_argument("--allow-unchecked-checkpoint", action="store_true",
+                   help="--resume from a trusted checkpoint written before checkpoints had checksums")
     p.add_argument("--eval-every", type=int, default=None,
                    help=f"updates between greedy evaluations (default {d.eval_every}; 0 = never, not even at "
                         f"the end)")
@@ -106,49 +109,89 @@ def schedule_from(args, parser, saved: dict | None = None):
         parser.error(str(e))
 
 
-def train_command(cfg, schedule) -> str:
-    """The one command that reproduces a run (its name and folder aside)."""
-    from gpae_ref.learner.settings import train_argv
+def prepare_new_run(args, parser, cfg):
+    """The ``RunFolder`` of a new run, created and emptied of an old run's files; errors name the flag."""
+    from gpae_ref.learner.runfolder import RunFolder
 
-    sched = [x for k, v in schedule.to_dict().items() for x in (f"--{k.replace('_', '-')}", str(v))]
-    return " ".join(["python -m gpae_ref.train", *train_argv(cfg), *sched])
-
-
-def read_run(run_dir: Path, parser):
-    """(LearnerConfig, saved schedule dict or None, smax version or None) of a run folder."""
-    from gpae_ref.learner.config import LearnerConfig
-
-    try:
-        data = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        parser.error(f"--resume: cannot read {run_dir / 'config.json'} ({e}).")
-    if "learner" in data:  # this format; an older config.json is the flat LearnerConfig
-        return LearnerConfig.from_dict(data["learner"]), data.get("schedule"), data.get("smax")
-    return LearnerConfig.from_dict(data), None, None
-
-
-def prepare_new_run(args, parser, cfg) -> Path:
-    """The run folder of a new run, created and emptied of an old run's files; errors name the flag."""
     name = args.name or f"{cfg.scenario}_{cfg.advantage}_K{cfg.reuse}_s{cfg.seed}"
     runs = Path(args.runs_dir)
     if runs.exists() and not runs.is_dir():
         parser.error(f"--runs-dir: {runs} is a file, not a folder; give a folder (it is created if missing).")
-    run_dir = runs / name
-    if run_dir.exists() and not run_dir.is_dir():
-        parser.error(f"--name: {run_dir} is a file, not a run folder; choose another --name.")
-    if (run_dir / "metrics.csv").exists() and not args.overwrite:
-        parser.error(f"--name: {run_dir} exists; use --resume {run_dir}, --overwrite or another --name")
+    folder = RunFolder(runs / name)
+    if folder.path.exists() and not folder.path.is_dir():
+        parser.error(f"--name: {folder.path} is a file, not a run folder; choose another --name.")
+    if folder.csv_paths[0].exists() and not args.overwrite:
+        parser.error(f"--name: {folder.path} exists; use --resume {folder.path}, --overwrite or another --name")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        folder.path.mkdir(parents=True, exist_ok=True)
+        probe = folder.path / ".write-test"
         probe.write_text("")
         probe.unlink()
+        folder.create()
     except OSError as e:
-        parser.error(f"--runs-dir: cannot write in {run_dir} ({e.strerror or e}); give a folder you can write "
-                     f"to (--runs-dir PATH).")
-    for f in ("metrics.csv", "checkpoint.safetensors", "curve.png"):
-        (run_dir / f).unlink(missing_ok=True)
-    return run_dir
+        parser.error(f"--runs-dir: cannot write in {folder.path} ({e.strerror or e}); give a folder you can "
+                     f"write to (--runs-dir PATH).")
+    folder.remove_state()
+    return folder
+
+
+def open_resumed_run(args, parser, smax: str):
+    """(RunFolder, LearnerConfig, Schedule, record) of ``--resume``; a bad folder ends in one line."""
+    from gpae_ref.learner.runfolder import RunFolder, check_smax, read_record, record_config
+    from gpae_ref.learner.settings import given_config_flags
+
+    folder = RunFolder(Path(args.resume))
+    if not folder.path.is_dir():
+        parser.error(f"--resume: {folder.path} is not a folder; give a run folder (it holds run.json).")
+    record = read_record(folder)
+    cfg = record_config(record, folder.record_path)
+    check_smax(record.get("smax"), smax, str(folder.path))
+    if not folder.has_state():
+        parser.error(f"--resume: {folder.path} has {folder.record_path.name} but no saved state "
+                     f"({folder.full_path.relative_to(folder.path)} or {folder.compact_path.name}); start it "
+                     f"again with --overwrite and the same flags ({record.get('command', 'see run.json')}).")
+    ignored = given_config_flags(args) + [f"--{k}" for k in ("settings", "preset") if getattr(args, k)]
+    if ignored:
+        print(f"--resume uses the run's run.json; ignoring {', '.join(ignored)}")
+    saved = record.get("schedule")
+    if saved is not None and not isinstance(saved, dict):
+        parser.error(f"--resume: {folder.record_path}: 'schedule' is not an object; restore the file.")
+    if saved is None:
+        print("--resume: this run's record predates saved schedules; using the flags or defaults")
+    schedule = schedule_from(args, parser, saved)
+    changed = [k for k in SCHEDULE_FLAGS if saved and getattr(args, k) is not None and getattr(args, k)
+               != saved.get(k)]
+    if changed:
+        print(f"--resume: changing {', '.join('--' + k.replace('_', '-') for k in changed)} from the run's")
+    return folder, cfg, schedule, record
+
+
+def get_trainer(cfg, trainers: dict | None):
+    from gpae_ref.learner.core import make_train
+
+    if trainers is not None and cfg in trainers:
+        return trainers[cfg]
+    trainer = make_train(cfg)
+    if trainers is not None:
+        trainers[cfg] = trainer
+    return trainer
+
+
+def restore(folder, trainer, cfg, allow_unchecked: bool):
+    """(state, wall_s, resume entry) of a resumed run, its CSV cut back to the state's update;
+    nothing in the folder changes before the state has loaded."""
+    import jax
+
+    from gpae_ref.learner.runfolder import keep_rows, load_state, resume_entry
+
+    template = jax.eval_shape(trainer.init_fn, jax.random.PRNGKey(cfg.seed))
+    state, meta, kind = load_state(folder, template, {"config": cfg.to_dict(), "seeds": None},
+                                   allow_unchecked=allow_unchecked)
+    u = int(state.update)
+    kept = keep_rows(folder, u)[0]
+    print(f"resumed at update {u} ({int(state.env_steps)} env steps) from the {kind} "
+          f"{'checkpoint' if kind == 'full' else 'state'}; kept {kept} metric rows")
+    return state, float(meta.get("wall_s", 0.0)), resume_entry(u, kind)
 
 
 def main(argv=None, *, trainers: dict | None = None) -> int:
@@ -165,77 +208,58 @@ def main(argv=None, *, trainers: dict | None = None) -> int:
         return 2
     # Read by XLA when jax first creates its CPU client (below); CLI only, never at import.
     os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""), args.xla_defaults)
-
-    import jax
-
-    from gpae_ref.learner import logbook
-    from gpae_ref.learner.checkpoint import CheckpointError, load_checkpoint
-    from gpae_ref.learner.core import make_train
     from gpae_ref.learner.env import smax_version
-    from gpae_ref.learner.runloop import Program, StopFlag, resume_rows, run_loop, write_json
-    from gpae_ref.learner.settings import given_config_flags
+    from gpae_ref.learner.runfolder import Lock
 
     smax = smax_version()
-    if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.json").is_file() or not (run_dir / "checkpoint.safetensors").is_file():
-            parser.error(f"--resume: {run_dir} has no config.json and checkpoint.safetensors")
-        cfg, saved, run_smax = read_run(run_dir, parser)
-        if run_smax not in (None, smax):
-            parser.error(f"--resume: {run_dir} ran on SMAX from jaxmarl {run_smax}; this Python has jaxmarl "
-                         f"{smax} (the authors' 0.0.7 is in .venv-authors: make env-authors).")
-        ignored = given_config_flags(args) + [f"--{k}" for k in ("settings", "preset") if getattr(args, k)]
-        if ignored:
-            print(f"--resume uses the run's config.json; ignoring {', '.join(ignored)}")
-        if saved is None:
-            print("--resume: this run's config.json predates saved schedules; using the flags or defaults")
-        schedule = schedule_from(args, parser, saved)
-        changed = [k for k in SCHEDULE_FLAGS if saved and getattr(args, k) is not None and getattr(args, k)
-                   != saved.get(k)]
-        if changed:
-            print(f"--resume: changing {', '.join('--' + k.replace('_', '-') for k in changed)} from the run's")
-    else:
-        cfg = config_from_args(args, parser)
-        schedule = schedule_from(args, parser)
-        run_dir = prepare_new_run(args, parser, cfg)
-    csv_path, ckpt_path, png_path = run_dir / "metrics.csv", run_dir / "checkpoint.safetensors", run_dir / "curve.png"
-    record = {"format": RUN_FORMAT, "learner": cfg.to_dict(), "schedule": schedule.to_dict(), "smax": smax,
-              "command": train_command(cfg, schedule)}
-    title = f"{cfg.scenario} {cfg.advantage}" + (f" ({cfg.correction}, eta {cfg.eta})" if cfg.advantage == "gpae" else "") \
-        + f" K={cfg.reuse} seed {cfg.seed}"
-
-    if trainers is not None and cfg in trainers:
-        trainer = trainers[cfg]
-    else:
-        trainer = make_train(cfg)
-        if trainers is not None:
-            trainers[cfg] = trainer
-    key = jax.random.PRNGKey(cfg.seed)
-    wall0 = 0.0
-    if args.resume:
-        try:  # before anything in the folder changes: a bad checkpoint leaves the run as it was
-            state, meta = load_checkpoint(ckpt_path, jax.eval_shape(trainer.init_fn, key))
-        except CheckpointError as e:
-            print(f"--resume: {e}", file=sys.stderr)
-            return 2
-        wall0 = float(meta.get("wall_s", 0.0))
-        kept = resume_rows([csv_path], int(state.update))[0]
-        print(f"resumed at update {int(state.update)} ({int(state.env_steps)} env steps); kept {kept} metric rows")
-    else:
-        state = trainer.init(key)
     try:
-        write_json(run_dir / "config.json", record)
-    except OSError as e:
-        parser.error(f"--runs-dir: cannot write {run_dir / 'config.json'} ({e.strerror or e}).")
-    print(f"{title} | {cfg.num_updates} updates x {cfg.steps_per_update} env steps | device {jax.devices()[0]} | "
-          f"SMAX jaxmarl {smax} | run dir {run_dir}", flush=True)
+        if args.resume:
+            folder, cfg, schedule, record = open_resumed_run(args, parser, smax)
+        else:
+            cfg, schedule = config_from_args(args, parser), schedule_from(args, parser)
+            folder, record = prepare_new_run(args, parser, cfg), None
+        with Lock(folder):
+            return _train(args, folder, cfg, schedule, record, smax, trainers)
+    except ValueError as e:  # CheckpointError, RunFolderError: one line naming the file and what to do
+        print(f"{'--resume: ' if args.resume else ''}{e}", file=sys.stderr)
+        return 2
 
-    program = Program(run=trainer.run_updates, evaluate=trainer.evaluate, csv_paths=[csv_path], ckpt_path=ckpt_path,
+
+def _train(args, folder, cfg, schedule, record, smax, trainers) -> int:
+    import jax
+
+    from gpae_ref.learner.runfolder import new_record, reproduce_command, write_json
+
+    trainer = get_trainer(cfg, trainers)
+    wall0, resumes = 0.0, []
+    if args.resume:
+        state, wall0, entry = restore(folder, trainer, cfg, args.allow_unchecked_checkpoint)
+        resumes = list(record.get("resumes") or []) + [entry]
+    else:
+        state = trainer.init(jax.random.PRNGKey(cfg.seed))
+    fresh = new_record(cfg, schedule, None, smax, reproduce_command(cfg, schedule))
+    try:
+        write_json(folder.record_path, {**fresh, "resumes": resumes})
+    except OSError as e:
+        print(f"--runs-dir: cannot write {folder.record_path} ({e.strerror or e}).", file=sys.stderr)
+        return 2
+    (folder.path / "config.json").unlink(missing_ok=True)  # a format-1 record, now in run.json
+    title = f"{cfg.scenario} {cfg.advantage}" + (f" ({cfg.correction}, eta {cfg.eta})" if cfg.advantage == "gpae"
+                                                 else "") + f" K={cfg.reuse} seed {cfg.seed}"
+    print(f"{title} | {cfg.num_updates} updates x {cfg.steps_per_update} env steps | device {jax.devices()[0]} | "
+          f"SMAX jaxmarl {smax} | run dir {folder.path}", flush=True)
+    return _loop(args, folder, cfg, schedule, smax, trainer, state, wall0, title)
+
+
+def _loop(args, folder, cfg, schedule, smax, trainer, state, wall0, title) -> int:
+    from gpae_ref.learner import logbook
+    from gpae_ref.learner.runloop import Program, StopFlag, run_loop
+
+    program = Program(run=trainer.run_updates, evaluate=trainer.evaluate, folder=folder, data=trainer.data,
                       steps_per_update=cfg.steps_per_update,
                       meta=lambda st, wall: {"config": cfg.to_dict(), "schedule": schedule.to_dict(), "smax": smax})
     total = cfg.num_updates
-    u0 = int(state.update)
-    stop_at = None if args.max_updates is None else u0 + args.max_updates
+    stop_at = None if args.max_updates is None else int(state.update) + args.max_updates
     progress, show = _progress(args.no_progress, cfg, state, total)
 
     def on_chunk(c):
@@ -247,33 +271,40 @@ def main(argv=None, *, trainers: dict | None = None) -> int:
         ev_txt = f" | greedy {float(ev[1].win_rate):.2f}" if ev else ""
         show(c["update"], int(c["env_steps"]), f"{c['steps_per_s']:,.0f} steps/s | train win {win:.2f}{ev_txt}")
         if c["update"] % schedule.checkpoint_every == 0:
-            logbook.plot_curve(csv_path, png_path, title)
+            logbook.plot_curve(folder.csv_paths[0], folder.curve_path, title)
 
     try:
         with StopFlag() as stop:
             out = run_loop(program, state, total=total, schedule=schedule, wall0=wall0, stop_at=stop_at,
                            stop=stop, on_chunk=on_chunk)
     except KeyboardInterrupt:
-        print(f"\naborted; last checkpoint in {ckpt_path} (metrics rows after it are dropped on --resume)")
+        print(f"\naborted; last checkpoint in {folder.full_path} (metrics rows after it are dropped on --resume)")
         return 130
     finally:
         if progress is not None:
             progress.stop()
-    state, u = out.state, out.update
-    logbook.plot_curve(csv_path, png_path, title)
+    logbook.plot_curve(folder.csv_paths[0], folder.curve_path, title)
+    return _report(out, folder, schedule, trainer, program)
+
+
+def _report(out, folder, schedule, trainer, program) -> int:
+    """Print how the run ended -> exit code."""
+    import jax
+
+    from gpae_ref.learner.runloop import save
+
+    state, u, total = out.state, out.update, trainer.config.num_updates
     if out.status == "nan":
-        print(f"\nNaN/inf at update {out.bad_update}: stopping. Last finite state (update {u}) kept in {ckpt_path}; "
-              f"a --resume repeats the same updates, so change the settings (e.g. a lower --lr) in a new run.",
-              file=sys.stderr)
+        print(f"\nNaN/inf at update {out.bad_update}: stopping. Last finite state (update {u}) kept in "
+              f"{folder.full_path}; a --resume repeats the same updates, so change the settings (e.g. a lower "
+              f"--lr) in a new run.", file=sys.stderr)
         return 1
     if out.status == "stopped":
-        print(f"stopped at update {u}/{total}; continue with: python -m gpae_ref.train --resume {run_dir}")
+        print(f"stopped at update {u}/{total}; continue with: python -m gpae_ref.train --resume {folder.path}")
         return 130 if out.interrupted else 0
     last_eval = out.last_eval
     if schedule.eval_every and (last_eval is None or last_eval[0] != u):
         last_eval = (u, jax.device_get(trainer.evaluate(state)))
-    from gpae_ref.learner.runloop import save
-
     save(program, state, out.wall_s)
     sps = f"{out.timed_steps / out.timed_s:,.0f}" if out.timed_s else "n/a"
     print(f"done: {u} updates, {int(state.env_steps):,} env steps in {out.wall_s:,.0f} s "
@@ -281,7 +312,7 @@ def main(argv=None, *, trainers: dict | None = None) -> int:
     if last_eval is not None:
         ev = last_eval[1]
         print(f"final greedy win rate: {float(ev.win_rate):.3f} over {int(ev.episodes)} episodes")
-    print(f"curve: {png_path}  metrics: {csv_path}")
+    print(f"curve: {folder.curve_path}  metrics: {folder.csv_paths[0]}")
     return 0
 
 

@@ -103,17 +103,34 @@ def test_interrupted_run_resumes_without_duplicate_or_missing_rows(full_run, tmp
         assert _numbers(resumed) == _numbers(full)
 
 
-def test_rows_without_their_checkpoint_are_kept_unless_restart(full_run, tmp_path, cache):
-    """A fresh clone of a partial run has its CSV rows but not its (git-ignored) checkpoint:
-    refuse to wipe them silently; --restart trains from update 0 and replaces them."""
+def test_a_fresh_clone_resumes_from_the_compact_state(full_run, tmp_path, cache):
+    """A fresh clone of a partial run has its CSV rows and compact state but not its (git-ignored)
+    full checkpoint: it resumes from the compact state, rows equal the uninterrupted run's."""
     root_full, _ = full_run
     out = ex.run_variant(TINY_EXP, "tiny", VARIANT, tmp_path, max_chunks=1, cache=cache, log=lambda m: None)
     assert out.status == "stopped" and out.updates == 2
     vdir = tmp_path / "unit-tiny" / "gpae"
-    for ckpt in (vdir / "ckpt").glob("*.safetensors"):
-        ckpt.unlink()
+    assert (vdir / "resume.safetensors.xz").exists() and (vdir / "ckpt" / ".gitignore").exists()
+    (vdir / "ckpt" / "state.safetensors").unlink()
+    out = ex.run_variant(TINY_EXP, "tiny", VARIANT, tmp_path, cache=cache, log=lambda m: None)
+    assert out.status == "finished" and out.updates == 4
+    for s in SEEDS:
+        assert _numbers(_rows(vdir / f"seed{s}.csv")) == _numbers(_rows(root_full / "unit-tiny" / "gpae" / f"seed{s}.csv"))
+    resumes = ex.read_json(vdir / "run.json")["resumes"]
+    assert [(r["update"], r["kind"]) for r in resumes] == [(2, "compact")]
+
+
+def test_rows_without_any_saved_state_are_kept_unless_restart(full_run, tmp_path, cache):
+    """Rows whose states are both gone (neither the checkpoint nor the compact state): refuse to
+    wipe them silently; --restart trains from update 0 and replaces them."""
+    root_full, _ = full_run
+    out = ex.run_variant(TINY_EXP, "tiny", VARIANT, tmp_path, max_chunks=1, cache=cache, log=lambda m: None)
+    assert out.status == "stopped" and out.updates == 2
+    vdir = tmp_path / "unit-tiny" / "gpae"
+    for state in [*(vdir / "ckpt").glob("*.safetensors"), *vdir.glob("resume*.xz")]:
+        state.unlink()
     before = {p.name: p.read_bytes() for p in vdir.glob("*.csv")} | {"run.json": (vdir / "run.json").read_bytes()}
-    with pytest.raises(ValueError, match=r"2 of 4 updates are recorded.*checkpoint.*missing.*--restart"):
+    with pytest.raises(ValueError, match=r"2 of 4 updates are recorded.*no saved state.*--restart"):
         ex.run_variant(TINY_EXP, "tiny", VARIANT, tmp_path, cache=cache, log=lambda m: None)
     assert {p.name: p.read_bytes() for p in vdir.glob("*.csv")} | {"run.json": (vdir / "run.json").read_bytes()} == before
     out = ex.run_variant(TINY_EXP, "tiny", VARIANT, tmp_path, cache=cache, restart=True, log=lambda m: None)

@@ -40,8 +40,9 @@ def _check_run(run_dir, updates, evals):
     for r in rows:
         for c in LOSS_COLUMNS:
             assert math.isfinite(float(r[c])), (c, r[c])
-    assert (run_dir / "checkpoint.safetensors").stat().st_size > 0
-    assert (run_dir / "config.json").exists() and (run_dir / "curve.png").exists()
+    assert (run_dir / "ckpt" / "state.safetensors").stat().st_size > 0
+    assert (run_dir / "resume.safetensors.xz").stat().st_size > 0
+    assert (run_dir / "run.json").exists() and (run_dir / "curve.png").exists()
     assert sum(r["eval_win_rate"] != "" for r in rows) == evals
     return rows
 
@@ -52,7 +53,7 @@ def test_gae_run(tmp_path):
     assert main(["--settings", "jaxmarl"] + TINY + ["--eval-every", "0", "--runs-dir", str(tmp_path),
                                                     "--name", "gae"]) == 0
     _check_run(tmp_path / "gae", 4, evals=0)
-    learner = json.loads((tmp_path / "gae" / "config.json").read_text())["learner"]
+    learner = json.loads((tmp_path / "gae" / "run.json").read_text())["config"]
     assert (learner["advantage"], learner["head_layers"], learner["layer_norm"], learner["num_minibatches"]) == \
         ("gae", 1, False, 4)
 

@@ -47,7 +47,8 @@ def _rows(path):
 # ---------------------------------------------------------------- no jax needed
 def test_partial_trailing_csv_line_is_dropped(tmp_path):
     pytest.importorskip("jax")
-    from gpae_ref.learner.logbook import COLUMNS, read_rows, truncate_rows
+    from gpae_ref.learner.logbook import COLUMNS, read_rows
+    from gpae_ref.learner.runfolder import truncate_rows
 
     path = tmp_path / "m.csv"
     with open(path, "w", newline="") as f:
@@ -214,21 +215,37 @@ def _finite_checkpoint(path):
     return all(np.all(np.isfinite(tensors[k])) for k in learner), meta
 
 
+def _poisoned(trainer, from_update: int):
+    """``trainer`` whose updates from ``from_update`` on report a NaN loss (a diverging run, injected:
+    the flag ranges refuse the learning rates that used to make one)."""
+    import numpy as np
+
+    def run_updates(state, n):
+        new_state, metrics = trainer.run_updates(state, n)
+        upd = np.asarray(metrics.update)
+        bad = np.where(upd >= from_update, np.nan, 0.0).astype(np.float32)
+        return new_state, metrics._replace(actor_loss=np.asarray(metrics.actor_loss) + bad)
+
+    return trainer._replace(run_updates=run_updates)
+
+
 @needs_smax
 def test_nan_stop_keeps_the_last_finite_state(tmp_path, trainers, capsys):
     from gpae_ref.train import main
 
-    # Adam steps every weight by about lr: 1e35 overflows the next forward pass (inf -> NaN).
-    args = TINY + ["--lr", "1e35", "--eval-every", "0", "--chunk", "1", "--runs-dir", str(tmp_path), "--name", "nan"]
-    assert main(args, trainers=trainers) == 1
+    args = TINY + ["--eval-every", "0", "--chunk", "1", "--runs-dir", str(tmp_path)]
+    assert main(args + ["--name", "warm", "--max-updates", "1"], trainers=trainers) == 0
+    (cfg, trainer), = trainers.items()
+    poisoned = {cfg: _poisoned(trainer, from_update=2)}
+    assert main(args + ["--name", "nan"], trainers=poisoned) == 1
     assert "Last finite state" in capsys.readouterr().err
-    ok, meta = _finite_checkpoint(tmp_path / "nan" / "checkpoint.safetensors")
-    assert ok
+    ok, meta = _finite_checkpoint(tmp_path / "nan" / "ckpt" / "state.safetensors")
+    assert ok and meta["update"] == 1
     rows = _rows(tmp_path / "nan" / "metrics.csv") if (tmp_path / "nan" / "metrics.csv").exists() else []
     assert len(rows) == meta["update"]  # the rows end where the kept state does
     # Resuming repeats the same updates and stops again, still with a finite checkpoint (no crash).
-    assert main(["--resume", str(tmp_path / "nan"), "--no-progress"], trainers=trainers) == 1
-    assert _finite_checkpoint(tmp_path / "nan" / "checkpoint.safetensors")[0]
+    assert main(["--resume", str(tmp_path / "nan"), "--no-progress"], trainers=poisoned) == 1
+    assert _finite_checkpoint(tmp_path / "nan" / "ckpt" / "state.safetensors")[0]
 
 
 @pytest.fixture(scope="module")
@@ -251,23 +268,23 @@ def test_damaged_checkpoint_on_resume_changes_nothing(stopped_run, tmp_path, tra
 
     run = tmp_path / "copy"
     shutil.copytree(stopped_run, run)
-    ck = run / "checkpoint.safetensors"
+    ck = run / "ckpt" / "state.safetensors"
     b = bytearray(ck.read_bytes())
     b[-5] ^= 0x01
     ck.write_bytes(bytes(b))
-    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert main(["--resume", str(run), "--no-progress"], trainers=trainers) == 2
     assert "checksum" in capsys.readouterr().err
-    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 @needs_smax
 def test_resume_restores_every_setting_and_drops_a_partial_line(stopped_run, trainers):
     from gpae_ref.train import main
 
-    saved = json.loads((stopped_run / "config.json").read_text())
+    saved = json.loads((stopped_run / "run.json").read_text())
     assert saved["schedule"] == {"chunk": 1, "eval_every": 1, "checkpoint_every": 1}
-    assert saved["smax"] and saved["learner"]["hidden_size"] == 8
+    assert saved["smax"] and saved["config"]["hidden_size"] == 8
     assert "--hidden-size 8" in saved["command"] and "--eval-every 1" in saved["command"]
     with open(stopped_run / "metrics.csv", "a") as f:
         f.write("3")  # what a kill during a row write leaves
@@ -275,7 +292,9 @@ def test_resume_restores_every_setting_and_drops_a_partial_line(stopped_run, tra
     rows = _rows(stopped_run / "metrics.csv")
     assert [int(r["update"]) for r in rows] == [1, 2, 3, 4]
     assert all(r["eval_win_rate"] != "" for r in rows)  # --eval-every 1 survived the resume
-    assert json.loads((stopped_run / "config.json").read_text())["schedule"] == saved["schedule"]
+    after = json.loads((stopped_run / "run.json").read_text())
+    assert after["schedule"] == saved["schedule"]
+    assert after["resumes"][-1]["update"] == 2 and after["resumes"][-1]["kind"] == "full"
 
 
 @needs_smax

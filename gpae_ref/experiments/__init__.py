@@ -7,14 +7,19 @@
 
 Layout (``<exp>`` is the experiment name at ``--scale local``, ``<name>-<scale>`` otherwise)::
 
-    results/<exp>/<variant>/run.json           config, seeds, experiment version, machine
+    results/<exp>/<variant>/run.json           config, seeds, experiment version, machine, resumes
     results/<exp>/<variant>/seed<k>.csv        one row per update (the learner's logbook columns)
-    results/<exp>/<variant>/ckpt/state.safetensors   vmapped LearnerState (large: keep out of git)
+    results/<exp>/<variant>/resume.safetensors.xz    compact resume state (small: committed)
+    results/<exp>/<variant>/ckpt/state.safetensors   vmapped LearnerState (large: ignored by git)
     docs/figures/<exp>.png
 
+A variant folder is a run folder (``gpae_ref.learner.runfolder``): the same
+record, states and lock as ``python -m gpae_ref.train``'s.
+
 A finished variant is skipped (nothing is compiled or trained); a partial one
-resumes from its checkpoint, dropping CSV rows written after it, so a long
-experiment can run in several sittings. Each seed ``k`` starts from
+resumes from its full checkpoint, or on a fresh clone from its committed compact
+state, dropping CSV rows written after it, so a long experiment can run in
+several sittings on several machines. Each seed ``k`` starts from
 ``jax.random.PRNGKey(k)``, as ``python -m gpae_ref.train --seed k`` does.
 Experiments share settings on purpose (ablation ``dt``, eta ``1.02`` and
 reuse ``gpae-K2`` are main's ``gpae-K2``): a variant whose whole learner
@@ -31,4 +36,4 @@ from gpae_ref.experiments.definitions import *  # noqa: F401,F403 - the package'
 from gpae_ref.experiments.definitions import _v  # noqa: F401
 from gpae_ref.experiments.report import *  # noqa: F401,F403
 from gpae_ref.experiments.runner import *  # noqa: F401,F403
-from gpae_ref.experiments.runner import _check_record, _run_record, _variant_lock  # noqa: F401
+from gpae_ref.experiments.runner import _check_record, _run_record  # noqa: F401

@@ -1,8 +1,9 @@
 """Running experiments: S seeds of a variant as one vmapped program through the learner's run loop.
 
 The loop (chunks, evaluations, CSV rows, checkpoints, resume, NaN stop) is
-``gpae_ref.learner.runloop``'s, shared with ``python -m gpae_ref.train``; this module
-adds seeds, variants, the results layout, twins and locks.
+``gpae_ref.learner.runloop``'s and the folder (record, states, lock, SMAX check)
+``gpae_ref.learner.runfolder``'s, both shared with ``python -m gpae_ref.train``;
+this module adds seeds, variants, the results layout and twins.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from typing import Callable
 
 from gpae_ref.experiments.definitions import (SCALES, Experiment, Scale, Variant, eval_every, exp_dirname,
                                               get_experiment, select_seeds, select_variants, variant_config)
-
-CKPT_DIR = "ckpt"
-CKPT_FILE = "state.safetensors"
+from gpae_ref.learner.runfolder import (CKPT_DIR, FORMAT, Lock, RunFolder, RunFolderError, check_smax, keep_rows,
+                                        load_state, read_json, reproduce_command, resume_entry, write_json)
 
 def seed_csv(vdir: Path, seed: int) -> Path:
     return vdir / f"seed{seed}.csv"
@@ -61,8 +61,8 @@ def machine_info() -> dict:
 def _run_record(exp: Experiment, scale_name: str, variant: Variant, config, seeds) -> dict:
     from gpae_ref.learner.env import smax_version
 
-    return {"experiment": exp.name, "version": exp.version, "scale": scale_name, "variant": variant.name,
-            "seeds": list(seeds), "config": config.to_dict(), "smax": smax_version()}
+    return {"format": FORMAT, "experiment": exp.name, "version": exp.version, "scale": scale_name,
+            "variant": variant.name, "seeds": list(seeds), "config": config.to_dict(), "smax": smax_version()}
 
 
 def same_config(old: dict | None, new: dict) -> bool:
@@ -87,15 +87,13 @@ def _check_record(path: Path, record: dict) -> None:
     """A variant folder belongs to one definition: refuse to mix results of a changed one."""
     if not path.exists():
         return
-    old = json.loads(path.read_text())
+    old = read_json(path)
     keys = ("experiment", "version", "scale", "variant", "seeds")
     if any(old.get(k) != record[k] for k in keys) or not same_config(old.get("config"), record["config"]):
         raise ValueError(f"experiment: {path.parent} holds results of a different definition "
                          f"(version {old.get('version')} vs {record['version']}); move it away or "
                          f"bump the experiment's version.")
-    if record_smax(old) not in (None, "unknown", record["smax"]):
-        raise ValueError(f"experiment: {path.parent} holds results on SMAX from jaxmarl {record_smax(old)}, "
-                         f"this Python has {record['smax']}; run it with the Python of that version.")
+    check_smax(record_smax(old), record["smax"], f"{path.parent} (its results)", flag="experiment")
 
 
 # -------------------------------------------------------------------- running
@@ -147,7 +145,7 @@ def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, 
     """
     scale = exp.scale(scale_name)
     config = variant_config(exp, scale_name, variant)
-    check_smax(scale, scale_name)
+    check_scale_smax(scale, scale_name)
     seeds = select_seeds(scale, seeds)
     vdir = Path(root) / exp_dirname(exp, scale_name) / variant.name
     total = config.num_updates
@@ -165,29 +163,25 @@ def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, 
             f"{twin.parent.name}/{twin.name}: copied its results (nothing trained).")
         return VariantOutcome(variant.name, "copied", total, total, _final_wall(vdir, seeds))
 
-    vdir.mkdir(parents=True, exist_ok=True)
-    (vdir / CKPT_DIR).mkdir(exist_ok=True)
-    with _variant_lock(vdir):
-        return _train_variant(exp, scale_name, variant, vdir, config, record, seeds, max_chunks, cache, log,
+    folder = variant_folder(vdir, scale, seeds)
+    folder.create()
+    with Lock(folder):
+        return _train_variant(exp, scale_name, variant, folder, config, record, max_chunks, cache, log,
                               restart)
 
 
-def ckpt_path(vdir: Path, scale: Scale, seeds) -> Path:
-    """The vmapped checkpoint of ``seeds``: ``state.safetensors`` for all the scale's seeds."""
-    if tuple(seeds) == tuple(scale.seeds):
-        return vdir / CKPT_DIR / CKPT_FILE
-    return vdir / CKPT_DIR / ("state-s" + "-".join(str(s) for s in seeds) + ".safetensors")
+def variant_folder(vdir: Path, scale: Scale, seeds) -> RunFolder:
+    """The run folder of ``seeds`` of a variant: state files ``state.safetensors`` /
+    ``resume.safetensors.xz`` for all the scale's seeds, tagged ``-s<k>-...`` for a subset."""
+    tag = "" if tuple(seeds) == tuple(scale.seeds) else "-s" + "-".join(str(s) for s in seeds)
+    return RunFolder(vdir, tuple(seeds), tag)
 
 
-def check_smax(scale: Scale, scale_name: str) -> None:
+def check_scale_smax(scale: Scale, scale_name: str) -> None:
     """ValueError naming ``scale`` if it needs another SMAX (jaxmarl) version than the one installed."""
     from gpae_ref.learner.env import smax_version
 
-    have = smax_version()
-    if scale.smax is not None and have != scale.smax:
-        raise ValueError(f"scale: {scale_name!r} runs on SMAX from jaxmarl {scale.smax} (the authors'), "
-                         f"this Python has jaxmarl {have}; build it with `make env-authors` and run "
-                         f"this command with .venv-authors/bin/python.")
+    check_smax(scale.smax, smax_version(), f"scale {scale_name!r} (the authors' settings)", flag="scale")
 
 
 def eval_updates(total: int, every: int) -> list[int]:
@@ -196,7 +190,8 @@ def eval_updates(total: int, every: int) -> list[int]:
 
 
 def _has_progress(vdir: Path, seeds) -> bool:
-    return any((vdir / CKPT_DIR).glob("state*.safetensors")) or any(last_update(seed_csv(vdir, s)) > 0 for s in seeds)
+    states = [*(vdir / CKPT_DIR).glob("state*.safetensors"), *vdir.glob("resume*.safetensors.xz")]
+    return bool(states) or any(last_update(seed_csv(vdir, s)) > 0 for s in seeds)
 
 
 def find_twin(root: Path, vdir: Path, record: dict, evals: list[int]) -> Path | None:
@@ -239,10 +234,9 @@ def copy_twin(src: Path, vdir: Path, record: dict, seeds) -> None:
     vdir.mkdir(parents=True, exist_ok=True)
     for s in seeds:
         shutil.copyfile(seed_csv(src, s), seed_csv(vdir, s))
-    machine = json.loads((src / "run.json").read_text()).get("machine")
+    machine = read_json(src / "run.json").get("machine")
     origin = f"{src.parent.name}/{src.name}"
-    (vdir / "run.json").write_text(json.dumps({**record, "machine": machine, "copied_from": origin},
-                                              indent=1) + "\n")
+    write_json(vdir / "run.json", {**record, "machine": machine, "copied_from": origin})
 
 
 def copied_from(vdir: Path) -> str | None:
@@ -253,106 +247,84 @@ def copied_from(vdir: Path) -> str | None:
     return json.loads(path.read_text()).get("copied_from")
 
 
-class _variant_lock:
-    """Refuse a variant another live process on this host is training (it would truncate its rows).
-
-    The lock file holds ``host pid``; one left by a killed process is stale and taken over.
-    """
-
-    def __init__(self, vdir: Path):
-        self.path = vdir / CKPT_DIR / "lock"  # beside the checkpoint: out of git with it
-
-    def __enter__(self):
-        me = f"{platform.node()} {os.getpid()}"
-        if self.path.exists():
-            host, _, pid = self.path.read_text().partition(" ")
-            if host == platform.node() and pid.strip().isdigit() and _alive(int(pid)) \
-                    and int(pid) != os.getpid():
-                raise RuntimeError(f"{self.path.parent}: process {pid.strip()} is training this variant.")
-        self.path.write_text(me)
-        return self
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: existence check only
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _train_variant(exp, scale_name, variant, vdir, config, record, seeds, max_chunks, cache, log,
+def _train_variant(exp, scale_name, variant, folder: RunFolder, config, record, max_chunks, cache, log,
                    restart=False) -> VariantOutcome:
     """The body of ``run_variant`` once the variant's folder is locked: the shared run loop with
     one chunk per evaluation, each followed by a checkpoint."""
-    import jax
-    import numpy as np
+    from gpae_ref.learner.runloop import Program, Schedule, StopFlag, run_loop
 
-    from gpae_ref.learner.checkpoint import load_checkpoint
-    from gpae_ref.learner.core import make_train
-    from gpae_ref.learner.runloop import Program, Schedule, StopFlag, resume_rows, run_loop
-
-    scale = exp.scale(scale_name)
-    total = config.num_updates
-    ckpt = ckpt_path(vdir, scale, seeds)
-    done = max(last_update(seed_csv(vdir, s)) for s in seeds)
-    if not ckpt.exists() and done > 0 and not restart:
-        raise ValueError(
-            f"{vdir}: {done} of {total} updates are recorded in the seed CSVs but their checkpoint "
-            f"{ckpt} is missing (checkpoints stay on the machine that wrote them; git does not "
-            f"carry them), so this run cannot continue here. Copy that checkpoint into place to "
-            f"resume, or pass --restart to train from update 0 (the recorded rows are replaced).")
-    (vdir / "run.json").write_text(json.dumps({**record, "machine": machine_info(),
-                                               "train_commands": train_commands(exp, scale_name, variant)},
-                                              indent=1) + "\n")
-    cache = {} if cache is None else cache
-    if config not in cache:
-        trainer = make_train(config)
-        cache[config] = (trainer, *make_vmapped(trainer))
-    trainer, init, run, evaluate = cache[config]
-    keys = seed_keys(seeds)
-    csvs = [seed_csv(vdir, s) for s in seeds]
-    wall0 = 0.0
-    if ckpt.exists():
-        state, meta = load_checkpoint(ckpt, jax.eval_shape(init, keys))
-        wall0 = float(meta.get("wall_s", 0.0))
-        u = int(np.asarray(state.update)[0])
-        resume_rows(csvs, u)  # rows written after the checkpoint would be duplicated by the rerun
-        log(f"{exp.name}/{variant.name}: resuming at update {u}/{total}.")
-    else:
-        for path in csvs:  # rows without a checkpoint cannot be continued: start over
-            path.unlink(missing_ok=True)
-        state = init(keys)
-    # Wait for init (or the load) before compiling and dispatching the update: a run
-    # that was dispatched while another program was still executing hung twice in the
-    # XLA CPU runtime (jax 0.10.2, 2 cores: every thread idle, BlockUntilReady forever).
-    state = jax.block_until_ready(state)
-    every = eval_every(config, scale)
+    total, seeds = config.num_updates, folder.seeds
+    trainer, init, run, evaluate = _compiled(config, cache)
+    state, wall0, resumes = _start_state(folder, init, config, record, total, restart, log,
+                                         f"{exp.name}/{variant.name}")
+    every = eval_every(config, exp.scale(scale_name))
+    schedule = Schedule(every, every, every)
+    write_json(folder.record_path, {**record, "schedule": schedule.to_dict(), "resumes": resumes,
+                                    "machine": machine_info(),
+                                    "train_commands": train_commands(exp, scale_name, variant)})
     log(f"{exp.name}/{variant.name} ({scale_name}): {config.scenario} {total} updates x "
         f"{config.steps_per_update} env steps x {len(seeds)} seeds, eval every {every}.")
-    program = Program(run=run, evaluate=evaluate, csv_paths=csvs, ckpt_path=ckpt,
-                      steps_per_update=config.steps_per_update, seeds=tuple(seeds),
+    program = Program(run=run, evaluate=evaluate, folder=folder, data=trainer.data,
+                      steps_per_update=config.steps_per_update,
                       meta=lambda st, wall: {"record": record, "config": config.to_dict(),
-                                             "schedule": Schedule(every, every, every).to_dict()})
+                                             "schedule": schedule.to_dict()})
 
     def on_chunk(c):
+        import numpy as np
+
         log(f"  update {c['update']}/{total}  env steps {int(c['env_steps'].reshape(-1)[0]):,}  greedy win "
             f"{' '.join(f'{w:.2f}' for w in np.asarray(c['evaluation'].win_rate))}  "
             f"({c['seconds']:.1f} s chunk, {c['wall']:,.0f} s total)")
 
     with StopFlag() as stop:
-        out = run_loop(program, state, total=total, schedule=Schedule(every, every, every), wall0=wall0,
+        out = run_loop(program, state, total=total, schedule=schedule, wall0=wall0,
                        max_chunks=max_chunks, stop=stop, on_chunk=on_chunk)
     if out.status == "nan":
         log(f"{exp.name}/{variant.name}: NaN/inf at update {out.bad_update}; last finite state "
-            f"(update {out.update}) kept in {ckpt}.")
+            f"(update {out.update}) kept in {folder.full_path}.")
     return VariantOutcome(variant.name, out.status, out.update, total, out.wall_s)
+
+
+def _compiled(config, cache: dict | None):
+    """(trainer, init, run, evaluate) of ``config``, from ``cache`` when it holds them."""
+    from gpae_ref.learner.core import make_train
+
+    cache = {} if cache is None else cache
+    if config not in cache:
+        trainer = make_train(config)
+        cache[config] = (trainer, *make_vmapped(trainer))
+    return cache[config]
+
+
+def _start_state(folder: RunFolder, init, config, record, total, restart, log, name):
+    """(state, wall_s, resumes): the saved state (full checkpoint, else compact state) with the seed
+    CSVs cut back to it, or a fresh one; rows without any saved state are refused unless ``restart``
+    (which replaces them)."""
+    import jax
+    import numpy as np
+
+    keys = seed_keys(folder.seeds)
+    done = max(last_update(p) for p in folder.csv_paths)
+    old = read_json(folder.record_path) if folder.record_path.exists() else {}
+    resumes = list(old.get("resumes") or [])
+    if folder.has_state():
+        state, meta, kind = load_state(folder, jax.eval_shape(init, keys),
+                                       {"config": config.to_dict(), "seeds": list(folder.seeds)})
+        u = int(np.asarray(state.update)[0])
+        keep_rows(folder, u)  # rows written after the state would be duplicated by the rerun
+        log(f"{name}: resuming at update {u}/{total} from the {kind} state.")
+        return jax.block_until_ready(state), float(meta.get("wall_s", 0.0)), resumes + [resume_entry(u, kind)]
+    if done > 0 and not restart:
+        raise RunFolderError(
+            f"{folder.path}: {done} of {total} updates are recorded in the seed CSVs but no saved state is "
+            f"there ({folder.full_path.relative_to(folder.path)} or {folder.compact_path.name}: a checkpoint "
+            f"stays on the machine that wrote it, the compact state travels in git), so this run cannot "
+            f"continue here. Copy a state into place to resume, or pass --restart to train from update 0 "
+            f"(the recorded rows are replaced).")
+    folder.remove_state()  # rows without a state cannot be continued: start over
+    # Wait for init before compiling and dispatching the update: a run dispatched while another
+    # program was still executing hung twice in the XLA CPU runtime (jax 0.10.2, 2 cores).
+    return jax.block_until_ready(init(keys)), 0.0, []
 
 
 def train_commands(exp: Experiment, scale_name: str, variant: Variant) -> dict[str, str]:
@@ -360,13 +332,12 @@ def train_commands(exp: Experiment, scale_name: str, variant: Variant) -> dict[s
     alone (one seed, not vmapped: equal settings, not necessarily bit-equal numbers)."""
     import dataclasses
 
-    from gpae_ref.learner.settings import train_argv
+    from gpae_ref.learner.runloop import Schedule
 
     config = variant_config(exp, scale_name, variant)
     every = eval_every(config, exp.scale(scale_name))
-    sched = ["--eval-every", str(every), "--checkpoint-every", str(every), "--chunk", str(every)]
-    return {str(s): " ".join(["python -m gpae_ref.train", *train_argv(dataclasses.replace(config, seed=s)), *sched,
-                              "--name", f"{exp_dirname(exp, scale_name)}_{variant.name}_s{s}"])
+    return {str(s): reproduce_command(dataclasses.replace(config, seed=s), Schedule(every, every, every),
+                                      f"{exp_dirname(exp, scale_name)}_{variant.name}_s{s}")
             for s in exp.scale(scale_name).seeds}
 
 

@@ -45,6 +45,7 @@ from gpae_ref.jax_backend import gpae_jax, trace_coefficients_jax
 from gpae_ref.learner.config import LearnerConfig, check_scenario
 from gpae_ref.learner.env import EnvObs, EnvSpec, SmaxEnv
 from gpae_ref.learner.networks import Actor, QCritic, StateCritic, critic_action_input
+from gpae_ref.learner.runfolder import DataSpec
 
 LOG_RATIO_CLIP = 20.0  # exp(20) ~ 5e8: keeps float32 finite on stale data; inactive on fresh data
 
@@ -129,6 +130,7 @@ class Trainer(NamedTuple):
     init: Callable
     run_updates: Callable  # jitted scan_updates, n static
     evaluate: Callable
+    data: DataSpec  # the state's data buffer and how much of it the next update reads again
 
 
 class _Prepared(NamedTuple):
@@ -437,4 +439,6 @@ def make_train(config: LearnerConfig) -> Trainer:
         config=config, spec=spec, init_fn=init_fn, update_fn=update_fn, scan_updates=scan_updates,
         evaluate_fn=evaluate_fn, init=jax.jit(init_fn),
         run_updates=jax.jit(scan_updates, static_argnums=1), evaluate=jax.jit(evaluate_fn),
+        # The next update drops the oldest rollout before reading the buffer (collect's push).
+        data=DataSpec("buffer", keep=K - 1),
     )

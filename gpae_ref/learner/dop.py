@@ -42,6 +42,7 @@ from gpae_ref.learner.core import (
 )
 from gpae_ref.learner.env import EnvObs, EnvSpec, SmaxEnv
 from gpae_ref.learner.networks import Actor, _mlp
+from gpae_ref.learner.runfolder import DataSpec
 
 MIXER_EMBED = 32  # DOP's mixing_embed_dim
 
@@ -408,4 +409,5 @@ def make_dop_train(config: LearnerConfig) -> Trainer:
         config=config, spec=spec, init_fn=init_fn, update_fn=update_fn, scan_updates=scan_updates,
         evaluate_fn=evaluate_fn, init=jax.jit(init_fn),
         run_updates=jax.jit(scan_updates, static_argnums=1), evaluate=jax.jit(evaluate_fn),
+        data=DataSpec("replay", keep=None),  # windows are sampled from every stored rollout
     )

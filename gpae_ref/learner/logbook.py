@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 
 import numpy as np
@@ -56,17 +55,6 @@ def read_rows(path) -> list[dict]:
         text = text[: text.rfind("\n") + 1]
     reader = csv.DictReader(io.StringIO(text, newline=""))
     return [r for r in reader if None not in r and all(v is not None for v in r.values())]
-
-
-def truncate_rows(path, last_update: int) -> int:
-    """Keep only complete rows with update <= ``last_update`` (resume: drop rows after the
-    checkpoint and a partial trailing line); -> rows kept."""
-    rows = [r for r in read_rows(path) if int(r["update"]) <= last_update]
-    with Path(path).open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    return len(rows)
 
 
 def plot_curve(csv_path, png_path, title: str = "") -> None:

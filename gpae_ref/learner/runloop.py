@@ -10,19 +10,18 @@ float leaf of the new state is not finite, keep the previous (finite) state,
 checkpoint it and stop; else evaluate (on an evaluation boundary or the last
 update), append the rows, then checkpoint (on a checkpoint boundary or the last
 update). A kill between rows and checkpoint leaves rows past the checkpoint:
-``resume_rows`` drops them, and any partial trailing line.
+``runfolder.keep_rows`` drops them, and any partial trailing line. What is on
+disk and how a run continues is ``runfolder``'s.
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
-RUN_FORMAT = 1  # version of the run-settings record in config.json and the checkpoint meta
+from gpae_ref.learner.runfolder import FORMAT, DataSpec, RunFolder, save_state
 
 
 @dataclass(frozen=True)
@@ -57,16 +56,15 @@ class Schedule:
 class Program:
     """What the loop runs: ``run(state, n)`` -> (state, metrics stacked over n), ``evaluate(state)``.
 
-    ``seeds`` is None for an unbatched state (one seed), else the seeds along the
-    state's leading axis; ``csv_paths`` has one path per seed (one for None).
+    ``folder.seeds`` is None for an unbatched state (one seed), else the seeds along the
+    state's leading axis (one CSV per seed); ``data`` is the state's data buffer.
     """
 
     run: Callable
     evaluate: Callable
-    csv_paths: list
-    ckpt_path: Path
+    folder: RunFolder
+    data: DataSpec
     steps_per_update: int
-    seeds: tuple | None = None
     meta: Callable[[Any, float], dict] = field(default=lambda state, wall: {})
     """Extra checkpoint metadata (config, schedule, record) given the state and the wall time."""
 
@@ -120,17 +118,19 @@ def _seed_slice(tree, i):
 
 # Parts of the learner's state that are the world, not the learner: the environment may hold
 # non-finite values by design (e.g. an "infinitely far" sentinel); only the learner's are checked.
-NOT_LEARNER = ("env_state", "obs", "buffer")
+# The data buffer (observations) is the world too: ``all_finite`` is told its field.
+WORLD = ("env_state", "obs")
 
 
-def all_finite(tree) -> bool:
+def all_finite(tree, data_field: str | None = None) -> bool:
     """Every floating leaf of ``tree`` is finite (integer leaves cannot be NaN); for a
-    ``LearnerState`` only the learner's parts (networks, optimisers, hidden states), not NOT_LEARNER."""
+    ``LearnerState`` only the learner's parts (networks, optimisers, hidden states), not WORLD
+    nor the data buffer ``data_field``."""
     import jax
     import numpy as np
 
     if hasattr(tree, "_fields"):
-        tree = [getattr(tree, k) for k in tree._fields if k not in NOT_LEARNER]
+        tree = [getattr(tree, k) for k in tree._fields if k not in (*WORLD, data_field)]
     for x in jax.tree_util.tree_leaves(tree):
         x = np.asarray(jax.device_get(x))
         if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
@@ -157,24 +157,15 @@ def state_update(state, seeds) -> int:
 
 
 def save(program: Program, state, wall: float) -> None:
-    from gpae_ref.learner.checkpoint import save_checkpoint
-
-    u = state_update(state, program.seeds)
+    """The full checkpoint and the compact state of ``state`` (runfolder.save_state)."""
     import numpy as np
 
+    seeds = program.folder.seeds
     steps = int(np.asarray(state.env_steps).reshape(-1)[0])
-    meta = {"run_format": RUN_FORMAT, "update": u, "env_steps": steps, "wall_s": wall,
-            "seeds": None if program.seeds is None else list(program.seeds)}
+    meta = {"run_format": FORMAT, "update": state_update(state, seeds), "env_steps": steps, "wall_s": wall,
+            "seeds": None if seeds is None else list(seeds)}
     meta.update(program.meta(state, wall))
-    save_checkpoint(program.ckpt_path, state, meta)
-
-
-def resume_rows(csv_paths, last_update: int) -> list[int]:
-    """Before continuing from a checkpoint at ``last_update``: drop every CSV row past it (and a
-    partial trailing line a kill left); -> rows kept per file."""
-    from gpae_ref.learner import logbook
-
-    return [logbook.truncate_rows(p, last_update) for p in csv_paths]
+    save_state(program.folder, state, meta, program.data)
 
 
 def run_loop(program: Program, state, *, total: int, schedule: Schedule, wall0: float = 0.0,
@@ -192,12 +183,13 @@ def run_loop(program: Program, state, *, total: int, schedule: Schedule, wall0: 
     from gpae_ref.learner import logbook
 
     stop_at = total if stop_at is None else min(total, stop_at)
-    u = state_update(state, program.seeds)
+    seeds = program.folder.seeds
+    u = state_update(state, seeds)
     t_start = time.perf_counter()
     timed_steps, timed_s, compiled, chunks = 0, 0.0, set(), 0
     last_eval, last_ckpt = None, None
     wall = lambda: wall0 + time.perf_counter() - t_start  # noqa: E731 - local shorthand
-    width = 1 if program.seeds is None else len(program.seeds)
+    width = 1 if seeds is None else len(seeds)
     while u < stop_at and (max_chunks is None or chunks < max_chunks) and not (stop and stop.requested):
         n = schedule.next_chunk(u, stop_at)
         t0 = time.perf_counter()
@@ -205,7 +197,7 @@ def run_loop(program: Program, state, *, total: int, schedule: Schedule, wall0: 
         metrics = jax.device_get(metrics)
         dt = time.perf_counter() - t0
         bad = first_bad_update(metrics)
-        if bad is not None or not all_finite(new_state):
+        if bad is not None or not all_finite(new_state, program.data.field):
             # The loss of update k is computed before update k changes the parameters, so finite
             # losses do not prove a finite state: keep `state`, which passed this check (or is init).
             save(program, state, wall())
@@ -218,9 +210,9 @@ def run_loop(program: Program, state, *, total: int, schedule: Schedule, wall0: 
             last_eval = (new_u, evaluation)
         state, u = new_state, new_u
         w = wall()
-        for i, path in enumerate(program.csv_paths):
-            m = metrics if program.seeds is None else _seed_slice(metrics, i)
-            ev = evaluation if (evaluation is None or program.seeds is None) else _seed_slice(evaluation, i)
+        for i, path in enumerate(program.folder.csv_paths):
+            m = metrics if seeds is None else _seed_slice(metrics, i)
+            ev = evaluation if (evaluation is None or seeds is None) else _seed_slice(evaluation, i)
             logbook.append_rows(path, logbook.metric_rows(m, w, ev))
         # The checkpoint comes after the rows: a kill in between leaves extra rows, dropped on resume.
         if u % schedule.checkpoint_every == 0 or u == total:
@@ -241,11 +233,3 @@ def run_loop(program: Program, state, *, total: int, schedule: Schedule, wall0: 
     return LoopOutcome(state, u, status, wall(), chunks, timed_steps, timed_s, last_eval,
                        interrupted=bool(stop and stop.requested))
 
-
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically (temp file + rename): a kill never leaves half a config."""
-    import os
-
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
