@@ -40,17 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                        description="Exit status: 0 all checked cells passed, 1 some failed, 2 bad usage or the "
                                    "estimator could not be loaded.")
     v.add_argument("estimator", help="package.module:function with the signature of gpae_ref.gpae")
-    v.add_argument("--corrections", default=None,
-                   help="comma-separated corrections the estimator implements, e.g. none,dt (default: all five)")
-    v.add_argument("--checks", default=None, help="comma-separated checks (default: all), e.g. 'P1,matches reference'")
-    v.add_argument("--agents", type=int, default=None, choices=[1],
-                   help="1: a single-agent estimator on [T, B] arrays (default: [T, B, N])")
-    v.add_argument("--no-masks", dest="masks", action="store_false", help="the estimator has no mask argument")
-    v.add_argument("--seed", type=int, default=0, help="seed of every game, policy and input (default 0)")
-    v.add_argument("--atol", type=float, default=None, help="absolute tolerance (default: by output dtype, "
-                                                              "1e-9 float64, 1e-4 float32)")
-    v.add_argument("--rtol", type=float, default=None, help="relative tolerance (default: by output dtype)")
-    v.add_argument("--max-examples", type=int, default=3, help="counterexamples kept per failing check (default 3)")
+    from gpae_ref.verify.options import add_arguments  # one flag per field of VerifyOptions
+
+    add_arguments(v.add_argument)
     v.add_argument("--save", metavar="DIR", help="write report.json and each counterexample (.npz + rerun .py) to DIR")
     v.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     v.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -68,11 +60,10 @@ def _verify_command(parser: argparse.ArgumentParser, args) -> int:
         print(f"gpae_ref verify: {exc}", file=sys.stderr)
         return 2
     from gpae_ref.verify import verify
+    from gpae_ref.verify.options import from_namespace
 
     try:
-        report = verify(estimator, corrections=args.corrections, checks=args.checks, agents=args.agents,
-                        masks=args.masks, seed=args.seed, atol=args.atol, rtol=args.rtol,
-                        max_examples=args.max_examples, progress=not args.quiet)
+        report = verify(estimator, **from_namespace(lambda dest: getattr(args, dest)), progress=not args.quiet)
     except ValueError as exc:  # a bad option
         parser.error(str(exc))
     print(report.to_json() if args.json else report)

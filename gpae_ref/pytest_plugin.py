@@ -3,7 +3,8 @@
 Registered through the ``pytest11`` entry point; it does nothing unless
 ``--gpae-verify`` is given. Then it adds one test item per (check,
 correction) of ``gpae_ref.verify`` for each estimator named (the option can be
-repeated). Imports nothing heavy until then.
+repeated). Its ``--gpae-*`` options are made from ``VerifyOptions``, so adding
+them imports gpae_ref (NumPy and SciPy, never JAX or Numba).
 """
 
 from __future__ import annotations
@@ -12,24 +13,18 @@ import pytest
 
 
 def pytest_addoption(parser):
+    from gpae_ref.verify.options import add_arguments  # light: numpy and the case tables, no JAX
+
     group = parser.getgroup("gpae-ref", "verify an advantage estimator against gpae-ref's exact oracle")
     group.addoption("--gpae-verify", action="append", default=[], metavar="MODULE:FUNCTION",
                     help="estimator to verify (signature of gpae_ref.gpae); may be repeated")
-    group.addoption("--gpae-corrections", default=None, metavar="LIST",
-                    help="comma-separated corrections it implements (default: all five)")
-    group.addoption("--gpae-checks", default=None, metavar="LIST", help="comma-separated checks (default: all)")
-    group.addoption("--gpae-agents", type=int, default=None, choices=[1], help="1: single-agent [T, B] estimator")
-    group.addoption("--gpae-no-masks", action="store_true", help="the estimator has no mask argument")
-    group.addoption("--gpae-seed", type=int, default=0, help="seed of games and inputs (default 0)")
-    group.addoption("--gpae-atol", type=float, default=None, help="absolute tolerance (default: by output dtype)")
-    group.addoption("--gpae-rtol", type=float, default=None, help="relative tolerance (default: by output dtype)")
+    add_arguments(group.addoption, prefix="gpae-")  # --gpae-<option> for each field of VerifyOptions
 
 
 def _options(config) -> dict:
-    return dict(corrections=config.getoption("gpae_corrections"), checks=config.getoption("gpae_checks"),
-                agents=config.getoption("gpae_agents"), masks=not config.getoption("gpae_no_masks"),
-                seed=config.getoption("gpae_seed"), atol=config.getoption("gpae_atol"),
-                rtol=config.getoption("gpae_rtol"))
+    from gpae_ref.verify.options import from_namespace
+
+    return from_namespace(config.getoption, prefix="gpae-")
 
 
 class VerifyCollector(pytest.Collector):

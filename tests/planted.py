@@ -175,3 +175,78 @@ def single_agent_retrace(rewards, values, dones, logp_target, logp_behaviour, *,
 def single_agent_retrace_bug(*args, **kwargs):
     """Bug: the done cuts the bootstrap but not the trace (single-agent layout)."""
     return single_agent_retrace(*args, bug=True, **kwargs)
+
+
+# ----------------------------------------------------------------------------
+# Estimators as they come from elsewhere: another convention, dtype or layout
+# ----------------------------------------------------------------------------
+
+
+def plain_value_targets(*args, **kwargs):
+    """Correct advantages; value targets V + A (what most GAE libraries return), not E + min(1, rho^i) A."""
+    A, _ = _estimator(*args, **kwargs)
+    E = np.asarray(args[1], np.float64)
+    E = E if E.ndim == 3 else np.repeat(E[:, :, None], A.shape[2], axis=2)
+    return A, E[:-1] + A
+
+
+def mixed_dtypes(*args, **kwargs):
+    """Advantages computed in float32; value targets float64, from those float32 advantages."""
+    cast = [np.asarray(a, np.float32) for a in args]
+    mask = kwargs.pop("mask", None)
+    A, _ = _estimator(*cast, mask=None if mask is None else np.asarray(mask, np.float32), **kwargs)
+    A = A.astype(np.float32)
+    l = _ratios(args[3], args[4], mask)
+    E = np.asarray(args[1], np.float64)
+    E = E if E.ndim == 3 else np.repeat(E[:, :, None], A.shape[2], axis=2)
+    return A, E[:-1] + np.exp(np.minimum(0.0, l)) * A.astype(np.float64)
+
+
+def ignores_correction(*args, correction="dt", **kwargs):
+    """Plain GAE whatever ``correction`` says (a GAE library's function behind a GPAE signature)."""
+    return _estimator(*args, correction="none", **kwargs)
+
+
+def _from_layout(layout, arrays):
+    """Arrays given in ``layout`` (letters of TBN) back to time-major."""
+    out = []
+    for a in arrays:
+        a = np.asarray(a)
+        order = "".join(c for c in layout if c in "TBN"[: a.ndim])
+        out.append(None if a is None else np.transpose(a, [order.index(c) for c in "TBN"[: a.ndim]]))
+    return out
+
+
+def _in_layout(layout, rewards, values, dones, logp_target, logp_behaviour, mask=None, **kwargs):
+    back = _from_layout(layout, [rewards, values, dones, logp_target, logp_behaviour])
+    if mask is not None:
+        kwargs["mask"] = _from_layout(layout, [mask])[0]
+    A, v = _estimator(*back, **kwargs)
+    order = [("TBN").index(c) for c in layout]
+    return np.transpose(A, order), np.transpose(v, order)
+
+
+def batch_major(*args, **kwargs):
+    """Correct, on batch-major [B, T, N] arrays (values [B, T+1, N])."""
+    return _in_layout("BTN", *args, **kwargs)
+
+
+def agents_before_batch(*args, **kwargs):
+    """Correct, on [T, N, B] arrays: the agent axis in the batch's place."""
+    return _in_layout("TNB", *args, **kwargs)
+
+
+def _last_axis_size(x):
+    return x.shape[3]  # a bug in a helper: the arrays have three axes
+
+
+def raises_in_helper(rewards, values, dones, logp_target, logp_behaviour, **kwargs):
+    """Raises IndexError inside a helper of the user's own code."""
+    _last_axis_size(np.asarray(logp_target))
+    return correct(rewards, values, dones, logp_target, logp_behaviour, **kwargs)
+
+
+def off_by_rounding(*args, **kwargs):
+    """Correct up to a relative error of 1e-7 (float64 at 1e-9 fails by about 100 x tolerance)."""
+    A, v = _estimator(*args, **kwargs)
+    return A * (1 + 1e-7), v * (1 + 1e-7)

@@ -33,7 +33,7 @@ def load(name: str):
 def test_every_example_has_a_test():
     names = {p.stem if p.suffix == ".py" else p.name for p in EXAMPLES.iterdir() if p.name[0] not in "._"}
     assert names == {"verify_my_estimator", "property_tests_in_my_repo", "gpae_in_my_training_loop",
-                     "train_smax", "exact_oracle_tour"}
+                     "train_smax", "exact_oracle_tour", "verify_torch_estimators"}  # the last: test_verify_brax.py
 
 
 def test_verify_my_estimator(tmp_path, capsys):
@@ -113,5 +113,5 @@ def test_train_smax(tmp_path, capfd):
     rc, run, rows = ex.main(["--resume", str(run), "--no-progress"], trainers=trainers)
     assert rc == 0 and [r["update"] for r in rows] == ["1", "2", "3", "4"]
     assert rows[-1]["eval_win_rate"] != ""
-    for f in ("config.json", "metrics.csv", "curve.png", "checkpoint.safetensors"):
+    for f in ("run.json", "metrics.csv", "curve.png", "ckpt/state.safetensors", "resume.safetensors.xz"):
         assert (run / f).stat().st_size > 0

@@ -49,70 +49,31 @@ what it got; ``verify`` itself raises only ``ValueError`` for bad options.
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import Callable, Iterable
 
 import numpy as np
 
 from gpae_ref._validate import CORRECTIONS
+from gpae_ref.verify import hints
 from gpae_ref.verify.cases import CHECK_NAMES, GROUPS, Case, build_cases, random_inputs, wide_ratio_inputs
+from gpae_ref.verify.options import LAYOUTS, VALUE_TARGETS, VerifyOptions
+from gpae_ref.verify.options import names as _names
 from gpae_ref.verify.report import Cell, CheckSummary, Counterexample, VerifyReport
-from gpae_ref.verify.runner import EstimatorError, Invoker, Verdict, counterexample, judge, shrink, stacked
+from gpae_ref.verify.runner import (OUTPUT_NAMES, TOLERANCES, EstimatorError, Invoker, Judging, Verdict,
+                                    counterexample, judge, shrink, stacked)
 
-__all__ = ["CHECKS", "TOLERANCES", "Cell", "CheckSummary", "Counterexample", "EstimatorError", "VerifyReport",
-           "random_inputs", "verify", "wide_ratio_inputs"]
+__all__ = ["CHECKS", "LAYOUTS", "TOLERANCES", "VALUE_TARGETS", "Cell", "CheckSummary", "Counterexample",
+           "EstimatorError", "VerifyOptions", "VerifyReport", "random_inputs", "verify", "wide_ratio_inputs"]
 
 #: The check names, in report order; ``verify(checks=...)`` selects by name.
 CHECKS: tuple[str, ...] = CHECK_NAMES
-
-#: Default (atol, rtol) per output dtype (``verify(atol=None, rtol=None)``).
-TOLERANCES: dict[str, tuple[float, float]] = {"float64": (1e-9, 1e-9), "float32": (1e-4, 1e-4),
-                                              "float16": (1e-2, 1e-2)}
-
-
-def _names(value, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
-    """A tuple of names from ``allowed`` (a comma-separated string works too), in ``allowed``'s order."""
-    if value is None:
-        return allowed
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    try:
-        names = [str(v) for v in value]
-    except TypeError:
-        raise ValueError(f"{option} must be a sequence of names from {list(allowed)}; got {value!r}.") from None
-    unknown = [n for n in names if n not in allowed]
-    if unknown or not names:
-        raise ValueError(f"{option} must be a non-empty sequence of names from {list(allowed)}; got {names!r}"
-                         + (f" (unknown: {unknown})" if unknown else "") + ".")
-    return tuple(n for n in allowed if n in names)
-
-
-def _check_options(estimator, agents, atol, rtol, max_examples, seed) -> None:
-    if not callable(estimator):
-        raise ValueError(f"estimator must be callable; got a {type(estimator).__name__}.")
-    if agents is not None and (isinstance(agents, bool) or not isinstance(agents, (int, np.integer)) or agents != 1):
-        raise ValueError(f"agents must be None (estimator takes [T, B, N] arrays) or 1 (single-agent [T, B] "
-                         f"arrays); got {agents!r}." + (" agents must be >= 1." if isinstance(agents, int)
-                                                         and not isinstance(agents, bool) and agents < 1 else ""))
-    for name, tol in (("atol", atol), ("rtol", rtol)):
-        if tol is not None and not (isinstance(tol, (int, float, np.floating)) and math.isfinite(tol) and tol >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0 (or None: by output dtype); got {tol!r}.")
-    if isinstance(max_examples, bool) or not isinstance(max_examples, (int, np.integer)) or max_examples < 1:
-        raise ValueError(f"max_examples must be an integer >= 1; got {max_examples!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0; got {seed!r}.")
 
 
 def _label(estimator) -> str:
     module = getattr(estimator, "__module__", None) or "?"
     name = getattr(estimator, "__qualname__", None) or getattr(estimator, "__name__", None)
     return f"{module}:{name}" if name else repr(estimator)
-
-
-def _tolerances(dtype, atol, rtol) -> tuple[float, float]:
-    default = TOLERANCES.get(np.dtype(dtype).name if dtype is not None else "float64", TOLERANCES["float64"])
-    return (default[0] if atol is None else float(atol)), (default[1] if rtol is None else float(rtol))
 
 
 def _run_groups(invoke: Invoker, cases: list[Case], masks: bool) -> tuple[dict, dict]:
@@ -131,7 +92,7 @@ def _run_groups(invoke: Invoker, cases: list[Case], masks: bool) -> tuple[dict, 
                              f"group {group}, {correction}, {len(calls)} calls stacked")
         except EstimatorError as exc:
             for ci, _ in members:
-                errors.setdefault(ci, f"{exc} (in a stacked call of group {group}, correction {correction!r})")
+                errors.setdefault(ci, f"{exc}\n(in a stacked call of group {group}, correction {correction!r})")
             continue
         for (ci, k), (t0, b0, b1, n) in zip(members, where):
             outputs[(ci, k)] = (adv[t0:, b0:b1, :n], vt[t0:, b0:b1, :n])
@@ -144,12 +105,60 @@ def _wanted(examples: list[Counterexample], case: Case, max_examples: int) -> bo
     return len(same_check) < max_examples and not any(x.title.startswith(case.title) for x in same_check)
 
 
+def _judge_all(invoke: Invoker, cases: list[Case], outputs: dict, errors: dict, how: Judging, masks: bool,
+               checks, max_examples: int):
+    """Cells per (check, correction), counterexamples, and the failing verdicts (for the hints)."""
+    cells = {(name, c): Cell(name, c) for name in checks for c in CORRECTIONS}  # unchecked stay so
+    examples: list[Counterexample] = []
+    failed: list[tuple[Case, Verdict]] = []
+    for ci, case in enumerate(cases):
+        if ci in errors:
+            verdict = Verdict(float("inf"), True, error=errors[ci])
+        else:
+            verdict = judge(case, [outputs[(ci, k)] for k in range(len(case.calls))], how)
+        cells[(case.check, case.correction)].add(verdict.ratio, verdict.failed, verdict.error is not None)
+        if verdict.failed:
+            failed.append((case, verdict))
+        if verdict.failed and _wanted(examples, case, max_examples):
+            if case.shrinkable and verdict.error is None:
+                case = shrink(invoke, case, how, masks)
+            examples.append(counterexample(invoke, case, verdict, how, masks))
+    return cells, examples, failed
+
+
+def _hints(estimator, o: VerifyOptions, corrections, cells, failed, how: Judging) -> list[str]:
+    """Likely causes of the failures (see ``hints``); probes call the estimator a few more times."""
+    tol = (o.atol, o.rtol)
+    found = []
+    if hints.all_failed(cells, corrections):
+        probe_correction = "none" if "none" in corrections else corrections[0]
+        found.append(hints.layout_hint(estimator, o.agents, o.layout, probe_correction, o.seed, tol))
+    if not found or found[0] is None:
+        of = lambda c: [cell for (_, corr), cell in cells.items() if corr == c]  # noqa: E731
+        raised = {c for c in corrections if 0 < sum(x.cases for x in of(c)) == sum(x.raised for x in of(c))}
+        found.append(hints.correction_hint(estimator, o.agents, o.layout, cells, corrections, raised, o.seed, tol))
+    if how.value_targets != "none":
+        found.append(hints.convention_hint([v.matches for _, v in failed]))
+    return [h for h in found if h]
+
+
+def _dtype_text(dtypes: tuple) -> str:
+    names = [None if d is None else np.dtype(d).name for d in dtypes]
+    if names[0] is None:
+        return ""
+    if names[0] == names[1]:
+        return names[0]
+    return ", ".join(f"{k} {n}" for k, n in zip(OUTPUT_NAMES, names))
+
+
 def verify(
     estimator: Callable,
     *,
     corrections: Iterable[str] | str | None = None,
     checks: Iterable[str] | str | None = None,
     agents: int | None = None,
+    layout: str | None = None,
+    value_targets: str = "clipped",
     masks: bool = True,
     seed: int = 0,
     atol: float | None = None,
@@ -159,47 +168,46 @@ def verify(
 ) -> VerifyReport:
     """Run the checks on ``estimator`` for the corrections it implements; return a ``VerifyReport``.
 
-    ``corrections``: names from ``CORRECTIONS`` the estimator implements (default
-    all); the others are reported as not checked, never as passed.
-    ``checks``: a subset of ``CHECKS``. ``agents``: None for ``[T, B, N]``
-    estimators, 1 for single-agent ``[T, B]`` ones. ``masks``: False for an
-    estimator without a ``mask`` argument (masked cases are left out).
-    ``seed`` fixes every game, policy and input (same seed, same report).
-    ``atol``/``rtol``: None follows the output dtype (``TOLERANCES``).
-    ``max_examples``: counterexamples kept per failing check.
+    The options are the fields of ``VerifyOptions`` (the CLI and the pytest
+    plugin make their flags from it). ``corrections``: names from
+    ``CORRECTIONS`` the estimator implements (default all); the others are
+    reported as not checked, never as passed. ``checks``: a subset of
+    ``CHECKS``. ``agents``: None for ``[T, B, N]`` estimators, 1 for
+    single-agent ``[T, B]`` ones. ``layout``: the axis order of its arrays,
+    e.g. ``"BTN"`` for batch-major (``LAYOUTS``). ``value_targets``: the
+    convention of its second output, ``"clipped"`` (the spec's
+    v = E + min(1, rho^i) A), ``"plain"`` (v = V + A, most GAE libraries) or
+    ``"none"`` (advantages only). ``masks``: False for an estimator without a
+    ``mask`` argument (masked cases are left out). ``seed`` fixes every game,
+    policy and input. ``atol``/``rtol``: None follows each output's dtype
+    (``TOLERANCES``). ``max_examples``: counterexamples kept per failing check.
     ``progress``: True prints a line per slow call to stderr (or pass a callable).
     """
-    _check_options(estimator, agents, atol, rtol, max_examples, seed)
+    if not callable(estimator):
+        raise ValueError(f"estimator must be callable; got a {type(estimator).__name__}.")
+    o = VerifyOptions(corrections, checks, agents, layout, value_targets, masks, seed, atol, rtol, max_examples)
     corrections = _names(corrections, CORRECTIONS, "corrections")
     checks = _names(checks, CHECKS, "checks")
     report_progress = progress if callable(progress) else (
         (lambda m: print(m, file=sys.stderr, flush=True)) if progress else None)
-    invoke = Invoker(estimator, None if agents is None else 1, bool(masks), report_progress)
+    invoke = Invoker(estimator, None if agents is None else 1, bool(masks), report_progress, layout)
     cases = [case for name in checks for case in build_cases(name, int(seed), corrections, invoke.agents, masks)]
     with np.errstate(all="ignore"):  # the estimator's own overflow warnings are reported as failures
         outputs, errors = _run_groups(invoke, cases, bool(masks))
-        a, r = _tolerances(invoke.output_dtype, atol, rtol)
-        cells = {(name, c): Cell(name, c) for name in checks for c in CORRECTIONS}  # unchecked stay so
-        examples: list[Counterexample] = []
-        for ci, case in enumerate(cases):
-            if ci in errors:
-                verdict = Verdict(float("inf"), True, error=errors[ci])
-            else:
-                verdict = judge(case, [outputs[(ci, k)] for k in range(len(case.calls))], a, r, invoke.output_dtype)
-            cell = cells[(case.check, case.correction)]
-            cell.add(verdict.ratio, verdict.failed)
-            if verdict.failed and _wanted(examples, case, max_examples):
-                if case.shrinkable and verdict.error is None:
-                    case = shrink(invoke, case, a, r, bool(masks))
-                examples.append(counterexample(invoke, case, verdict, a, r, bool(masks)))
+        how = Judging.make(invoke.output_dtypes, atol, rtol, value_targets)
+        cells, examples, failed = _judge_all(invoke, cases, outputs, errors, how, bool(masks), checks, max_examples)
     for cell in cells.values():
         cell.finish(checked=cell.correction in corrections)
-    dtype = "" if invoke.output_dtype is None else np.dtype(invoke.output_dtype).name
-    report = VerifyReport(_label(estimator), int(seed), a, r, checks, corrections, CORRECTIONS, invoke.agents,
-                          cells, examples, invoke.calls, len(invoke.signatures), dtype)
+    found = _hints(estimator, o, corrections, cells, failed, how) if failed else []
+    report = VerifyReport(_label(estimator), int(seed), *how.tolerances[0], checks, corrections, CORRECTIONS,
+                          invoke.agents, cells, examples, invoke.calls, len(invoke.signatures),
+                          _dtype_text(invoke.output_dtypes), tolerances=dict(zip(OUTPUT_NAMES, how.tolerances)),
+                          value_targets=value_targets, layout=invoke.layout, hints=found)
     if not masks:
         report.notes.append("masks=False: cases with masked agents were left out (the estimator's mask is not checked)")
     if agents == 1:
         report.notes.append("agents=1: single-agent [T, B] layout; per-agent checks (permutations, 128 agents) "
                             "do not apply")
+    if value_targets == "none":
+        report.notes.append("value_targets='none': value targets were not checked (advantages only)")
     return report

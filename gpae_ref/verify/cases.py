@@ -82,6 +82,17 @@ class Case:
     expected: tuple[np.ndarray, np.ndarray] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     shrinkable: bool = False
+    baseline: np.ndarray | None = None  # the E^i_t of the value target, shaped like the expected outputs
+
+    def expected_output(self, what: int, value_targets: str = "clipped") -> np.ndarray:
+        """Exact advantages (``what`` 0) or value targets (1) in a convention of ``options.VALUE_TARGETS``.
+
+        clipped: v = E + min(1, rho^i) A (the spec's); plain: v = E + A (so E[v] = E + E[A]: the
+        baseline is fixed given s_0, a_0).
+        """
+        if what == 0 or value_targets == "clipped":
+            return np.asarray(self.expected[what], np.float64)
+        return np.asarray(self.baseline, np.float64) + np.asarray(self.expected[0], np.float64)
 
 
 # ----------------------------------------------------------------------------
@@ -185,10 +196,16 @@ def _single_agent_trace(rho: np.ndarray, correction: str, eta: float) -> np.ndar
             "dt": np.minimum(1, rho * min(eta, 1.0)), "full": rho}[correction]
 
 
+def _value_baseline(inputs: dict) -> np.ndarray:
+    """E^i_t for t < T as [T, B, N] (a state value [T+1, B] is every agent's)."""
+    v = np.asarray(inputs["values"], np.float64)[:-1]
+    return v if v.ndim == 3 else np.broadcast_to(v[..., None], np.shape(inputs["logp_target"]))
+
+
 def _direct(check, correction, title, inputs, group, expected, **kw) -> Case:
     call = Call(inputs, correction, group)
     return Case(check, correction, title, describe_inputs(title, inputs, call.options), [call], "direct",
-                expected, **kw)
+                expected, baseline=_value_baseline(inputs), **kw)
 
 
 def _reference_expected(inputs: dict, group: str, correction: str) -> tuple[np.ndarray, np.ndarray]:
@@ -233,8 +250,9 @@ def _game_case(check, correction, label, game, horizon, enum, group, expected, p
                            n_actions=np.array(game.n_actions), gamma=game.gamma, horizon=horizon,
                            values=np.asarray(values),
                            **{f"pi_{j}": p for j, p in enumerate(pi)}, **{f"mu_{j}": m for j, m in enumerate(mu)}))
+    baseline = np.asarray(values)[0] if np.ndim(values) == 4 else np.asarray(values)  # E_0(s, a^-i): time 0
     return Case(check, correction, f"game {label}, {note}", description, [Call(arrays, correction, group)],
-                "expectation", expected, extra)
+                "expectation", expected, extra, baseline=baseline)
 
 
 def cases_p1(seed, corrections, agents):

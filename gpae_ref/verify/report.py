@@ -56,27 +56,79 @@ class Counterexample:
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # weight/start, perm, scale, game tables
     alone: str = ""  # what happened when the case was rerun by itself
+    tolerance: tuple[float, float] = (0.0, 0.0)  # (atol, rtol) of output ``what``
+    matches: str | None = None  # advantages passed; the value targets match this other convention
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name: (got, expected)
 
     def summary(self) -> str:
-        """A few lines: what was checked, and where it disagreed."""
+        """A few lines: what was checked, where it disagreed and by how much; small arrays in full."""
         lines = [self.description]
         if self.error is not None:
             lines.append(self.error)
         elif self.index is not None and self.expected is not None:
             e = _num(self.expected[self.index])
             g = _num(self.got[self.index]) if self.got is not None else "nothing"
-            lines.append(f"{_WHAT[self.what]} at index {list(self.index)}: expected {e}, got {g}")
+            lines.append(f"{_WHAT[self.what]} at index {list(self.index)}: expected {e}, got {g}"
+                         + _how_far(self.got, self.expected, self.index, self.tolerance))
+        if self.matches:
+            lines.append(f"the advantages pass; the value targets match the {self.matches!r} convention "
+                         f"({_CONVENTIONS[self.matches]}): verify with value_targets={self.matches!r} "
+                         f"(--value-targets {self.matches}), or value_targets='none' for advantages only")
         if self.alone:
             lines.append(self.alone)
+        if self.error is None:
+            lines += _small_arrays(self)
         return "\n".join(lines)
 
 
 _WHAT = ("advantages", "value_targets")
+_CONVENTIONS = {"clipped": "E + min(1, rho^i) A, the spec's", "plain": "V + A"}
+SMALL = 24  # arrays with at most this many elements are printed in full in a counterexample
 
 
 def _num(x) -> str:
     """A plain number (no ``np.float64(...)``)."""
     return f"{float(x):.10g}"
+
+
+def _how_far(got, expected, index, tolerance) -> str:
+    if got is None or not np.isfinite(got[index]):
+        return ""
+    atol, rtol = tolerance
+    err = abs(float(got[index]) - float(expected[index]))
+    return f" (|error| {err:.2g}, {err / (atol + rtol * abs(float(expected[index]))):.2g} x tolerance)"
+
+
+def _digits(got, expected) -> int:
+    """Enough decimals to see the largest difference (4 to 12)."""
+    with np.errstate(all="ignore"):
+        diff = np.abs(np.asarray(got, np.float64) - np.asarray(expected, np.float64))
+    diff = diff[np.isfinite(diff) & (diff > 0)]
+    return 4 if diff.size == 0 else int(np.clip(np.ceil(-np.log10(diff.max())) + 1, 4, 12))
+
+
+def _array_lines(label: str, x, digits: int = 4) -> list[str]:
+    """``label`` and the array below it, blank lines between blocks dropped."""
+    text = np.array2string(np.asarray(x, np.float64), precision=digits, suppress_small=True, max_line_width=100,
+                           separator=" ")
+    return [label] + ["      " + line for line in text.splitlines() if line.strip()]
+
+
+def _small_arrays(x: "Counterexample") -> list[str]:
+    """Inputs of a one-call case and both outputs, expected against got, when each is small enough to read."""
+    lines = []
+    if x.relation == "direct" and len(x.calls) == 1:
+        arrays, _ = x.calls[0]
+        if all(np.size(a) <= SMALL for a in arrays.values()):
+            lines.append("inputs:")
+            for k, a in arrays.items():
+                lines += _array_lines(f"  {k} {list(np.shape(a))}:", a)
+    for name, (got, expected) in x.outputs.items():
+        if np.size(got) <= SMALL and np.shape(got) == np.shape(expected):
+            digits = _digits(got, expected)
+            lines += _array_lines(f"{name} {list(np.shape(got))}, expected:", expected, digits)
+            lines += _array_lines(f"{name} {list(np.shape(got))}, got:", got, digits)
+    return lines
 
 
 @dataclass
@@ -90,14 +142,16 @@ class Cell:
     failing: int = 0
     not_applicable: int = 0
     worst_ratio: float = 0.0
+    raised: int = 0  # failing cases where the estimator raised or returned something unreadable
 
-    def add(self, ratio: float | None, failed: bool) -> None:
+    def add(self, ratio: float | None, failed: bool, raised: bool = False) -> None:
         """Record one case (``ratio`` None: not applicable for the estimator's dtype)."""
         if ratio is None:
             self.not_applicable += 1
             return
         self.cases += 1
         self.failing += int(failed)
+        self.raised += int(raised)
         self.worst_ratio = max(self.worst_ratio, ratio)
 
     def finish(self, checked: bool = True) -> None:
@@ -130,8 +184,12 @@ class VerifyReport:
     counterexamples: list[Counterexample] = field(default_factory=list)
     calls: int = 0
     signatures: int = 0
-    output_dtype: str = ""
+    output_dtype: str = ""  # one name, or "advantages float32, value_targets float64" when they differ
     notes: list[str] = field(default_factory=list)
+    tolerances: dict[str, tuple[float, float]] = field(default_factory=dict)  # per output: (atol, rtol)
+    value_targets: str = "clipped"
+    layout: str = "TBN"
+    hints: list[str] = field(default_factory=list)  # likely causes of failures, with the option that fixes each
 
     @property
     def ok(self) -> bool:
@@ -177,6 +235,9 @@ class VerifyReport:
             "rtol": self.rtol,
             "agents": self.agents,
             "output_dtype": self.output_dtype,
+            "tolerances": {k: list(v) for k, v in self.tolerances.items()},
+            "value_targets": self.value_targets,
+            "layout": self.layout,
             "checks": list(self.checks),
             "corrections_checked": list(self.corrections),
             "corrections_not_checked": list(self.not_checked),
@@ -190,6 +251,7 @@ class VerifyReport:
                     "cases": c.cases,
                     "failing": c.failing,
                     "not_applicable": c.not_applicable,
+                    "raised": c.raised,
                     "worst_error_over_tolerance": _finite_or_str(c.worst_ratio),
                 }
                 for c in self.cells.values()
@@ -205,6 +267,7 @@ class VerifyReport:
                 for x in self.counterexamples
             ],
             "notes": list(self.notes),
+            "hints": list(self.hints),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -226,7 +289,7 @@ class VerifyReport:
         paths[0].write_text(self.to_json() + "\n")
         for k, x in enumerate(self.counterexamples):
             stem = f"{k:02d}_{_slug(x.check)}_{x.correction}"
-            paths += save_counterexample(x, d, stem, self.estimator, self.atol, self.rtol, self.agents)
+            paths += save_counterexample(x, d, stem, self.estimator, self.agents, self.layout)
         return paths
 
 
@@ -261,42 +324,61 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
 
 
+def _short_num(x: float) -> str:
+    """2 significant digits, short exponent: 1.3e9, 4e-7."""
+    return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m.group(1) == "-" else "") + m.group(2), f"{x:.2g}")
+
+
 def _cell_text(c: Cell) -> str:
     if c.status == PASS:
-        return f"pass {c.worst_ratio:.2g}"
+        return f"pass {_short_num(c.worst_ratio)}"
     if c.status == FAIL:
-        return f"FAIL {c.failing}/{c.cases}"
+        how_far = "raised" if c.raised == c.failing else _short_num(c.worst_ratio)
+        return f"FAIL {c.failing}/{c.cases} {how_far}"
     return c.status
 
 
-def format_report(r: VerifyReport) -> str:
-    """The report as a table: checks down, corrections across; then the counterexamples."""
-    cols = r.all_corrections
-    width = 14
-    agents = "" if r.agents is None else f" agents={r.agents}"
-    head = [
-        f"verify({r.estimator}) seed={r.seed} atol={r.atol:g} rtol={r.rtol:g}{agents}"
+def _tolerance_text(r: VerifyReport) -> str:
+    tol = set(r.tolerances.values())
+    if len(tol) <= 1:
+        return f"atol={r.atol:g} rtol={r.rtol:g}"
+    return ", ".join(f"{k} atol={a:g} rtol={b:g}" for k, (a, b) in r.tolerances.items())
+
+
+def _header(r: VerifyReport) -> list[str]:
+    options = "".join([f" agents={r.agents}" if r.agents is not None else "",
+                       f" layout={r.layout}" if r.layout not in ("TBN", "TB") else "",
+                       f" value_targets={r.value_targets}" if r.value_targets != "clipped" else ""])
+    return [
+        f"verify({r.estimator}) seed={r.seed} {_tolerance_text(r)}{options}"
         + (f" output dtype {r.output_dtype}" if r.output_dtype else ""),
         f"{r.calls} estimator calls, {r.signatures} distinct call signatures",
-        "cell: pass <worst |error| / tolerance> | FAIL <failing>/<cases> | n/a (outside the output dtype's range)"
-        " | not checked",
-        f"{'check':<20}" + "".join(f"{c:>{width}}" for c in cols),
-        "-" * (20 + width * len(cols)),
+        "cell: pass <worst |error| / tolerance> | FAIL <failing>/<cases> <worst |error| / tolerance, or raised>"
+        " | n/a (outside the output dtype's range) | not checked",
     ]
+
+
+def format_report(r: VerifyReport) -> str:
+    """The report as a table: checks down, corrections across; then hints and the counterexamples."""
+    cols = r.all_corrections
+    width = 18
+    rule = "-" * (20 + width * len(cols))
+    head = _header(r) + [f"{'check':<20}" + "".join(f"{c:>{width}}" for c in cols), rule]
     for name in r.checks:
         row = f"{name:<20}"
         for c in cols:
             cell = r.cells.get((name, c))
             row += f"{(_cell_text(cell) if cell else NOT_CHECKED):>{width}}"
         head.append(row)
-    head.append("-" * (20 + width * len(cols)))
+    head.append(rule)
     checked = ", ".join(r.corrections)
     tail = f" (not checked: {', '.join(r.not_checked)})" if r.not_checked else ""
     head.append(("all checks passed" if r.ok else "SOME CHECKS FAILED") + f" for corrections {checked}{tail}")
     na = [f"{c.check}/{c.correction}: {c.not_applicable}" for c in r.cells.values() if c.not_applicable]
     if na:
-        head.append(f"cases outside the {r.output_dtype or 'output'} range, not counted (n/a): " + ", ".join(na))
+        head.append(f"cases outside the output dtype's range ({r.output_dtype}), not counted (n/a): " + ", ".join(na))
     head += r.notes
+    head += [f"hint: {h}" for h in r.hints]
     for k, x in enumerate(r.counterexamples):
         head.append("")
         head.append(f"[{x.check} / {x.correction}] counterexample {k}: {x.title}")

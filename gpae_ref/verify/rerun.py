@@ -21,15 +21,26 @@ data = np.load("{stem}.npz")  # arrays only, no pickle
 NAMES = ("rewards", "values", "dones", "logp_target", "logp_behaviour")
 CALLS = {calls!r}  # the options of each call
 atol, rtol = {atol!r}, {rtol!r}
+LAYOUT = {layout!r}  # the axis order of the estimator's arrays (the saved ones are in "TBN" order)
+
+
+def to_layout(x):
+    canon = "TBN"[: x.ndim]
+    return np.transpose(x, [canon.index(c) for c in LAYOUT if c in canon])
+
+
+def from_layout(y):
+    order = "".join(c for c in LAYOUT if c in "TBN"[: y.ndim])
+    return np.transpose(y, [order.index(c) for c in "TBN"[: y.ndim]])
 
 
 def call(j):
-    args = [data[f"call{{j}}_{{name}}"] for name in NAMES]
+    args = [to_layout(data[f"call{{j}}_{{name}}"]) for name in NAMES]
     kwargs = dict(CALLS[j])
     if f"call{{j}}_mask" in data.files:
-        kwargs["mask"] = data[f"call{{j}}_mask"]
+        kwargs["mask"] = to_layout(data[f"call{{j}}_mask"])
     out = estimator(*args, **kwargs)
-    return [np.asarray(o, np.float64){expand} for o in out]
+    return [from_layout(np.asarray(o, np.float64)){expand} for o in out]
 
 
 what = {what}  # 0 = advantages, 1 = value_targets
@@ -70,8 +81,8 @@ def _import_line(label: str) -> str:
     return f"estimator = ...  # the estimator verify checked ({label}): import or define it here"
 
 
-def save_counterexample(x: Counterexample, folder: Path, stem: str, label: str, atol: float, rtol: float,
-                        agents: int | None) -> list[Path]:
+def save_counterexample(x: Counterexample, folder: Path, stem: str, label: str, agents: int | None,
+                        layout: str) -> list[Path]:
     """Write ``<stem>.npz`` and ``<stem>.py``; return both paths."""
     arrays: dict[str, np.ndarray] = {}
     for j, (inputs, _opts) in enumerate(x.calls):
@@ -94,6 +105,6 @@ def save_counterexample(x: Counterexample, folder: Path, stem: str, label: str, 
     py.write_text(_SNIPPET.format(
         check=x.check, correction=x.correction, title=x.title,
         description=x.description.replace('"""', "'''"), stem=stem, import_line=_import_line(label),
-        calls=calls, atol=atol, rtol=rtol, expand=expand, what=x.what, relation_code=_RELATIONS[x.relation],
+        calls=calls, atol=x.tolerance[0], rtol=x.tolerance[1], layout=layout, expand=expand, what=x.what, relation_code=_RELATIONS[x.relation],
     ))
     return [npz, py]

@@ -11,8 +11,11 @@ that fails is rerun by itself, so its counterexample is the case alone.
 
 from __future__ import annotations
 
+import os
 import sys
+import sysconfig
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,44 +37,68 @@ class EstimatorError(Exception):
 # ----------------------------------------------------------------------------
 
 
+def to_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    """An array from verify's axis order (T, B[, N]; values T+1 in T's place) to ``layout``'s."""
+    canon = "TBN"[: x.ndim]
+    return np.transpose(x, [canon.index(c) for c in layout if c in canon])
+
+
+def from_layout(y: np.ndarray, layout: str, ndim: int) -> np.ndarray:
+    """The inverse of ``to_layout`` for an output of ``ndim`` axes."""
+    order = "".join(c for c in layout if c in "TBN"[:ndim])
+    return np.transpose(y, [order.index(c) for c in "TBN"[:ndim]])
+
+
 @dataclass
 class Invoker:
-    """Calls the user's estimator in its own layout and returns float64 ``[T, B, N]`` pairs."""
+    """Calls the user's estimator in its own layout and returns float64 ``[T, B, N]`` pairs.
+
+    ``output_dtypes`` records the dtypes of (advantages, value_targets) from the first real-valued
+    call: each output is judged at its own dtype's tolerance.
+    """
 
     estimator: Callable
     agents: int | None
     masks: bool
     progress: Callable[[str], None] | None = None
+    layout: str | None = None
     calls: int = 0
-    output_dtype: np.dtype | None = None
+    output_dtypes: tuple = (None, None)
 
     def __post_init__(self):
         self.signatures: set = set()
         self.started = time.perf_counter()
+        if self.layout is None:
+            self.layout = "TB" if self.agents == 1 else "TBN"
 
-    def __call__(self, arrays: dict, options: dict, label: str = "") -> tuple[np.ndarray, np.ndarray]:
+    def _user_arguments(self, arrays: dict, options: dict) -> tuple[list, dict]:
         args = [arrays[k] for k in ARRAY_NAMES]
         kwargs = dict(options)
         mask = arrays.get("mask")
         if self.agents == 1:  # the single-agent layout: [T, B] arrays, values [T+1, B]
             args = [a[..., 0] if a.ndim == 3 else a for a in args]
             mask = None if mask is None else mask[..., 0]
+        args = [to_layout(a, self.layout) for a in args]
         if mask is not None:
-            kwargs["mask"] = mask
-        self.signatures.add((tuple((a.shape, a.dtype.str) for a in args), mask is not None,
+            kwargs["mask"] = to_layout(mask, self.layout)
+        return args, kwargs
+
+    def __call__(self, arrays: dict, options: dict, label: str = "") -> tuple[np.ndarray, np.ndarray]:
+        args, kwargs = self._user_arguments(arrays, options)
+        self.signatures.add((tuple((a.shape, a.dtype.str) for a in args), "mask" in kwargs,
                              tuple(sorted((k, v) for k, v in kwargs.items() if k != "mask"))))
         self.calls += 1
         t0 = time.perf_counter()
         try:
             out = self.estimator(*args, **kwargs)
         except Exception as exc:
-            raise EstimatorError(_raised_message(exc, mask is not None)) from exc
+            raise EstimatorError(raised_message(exc, "mask" in kwargs)) from exc
         T, B, N = np.shape(arrays["logp_target"])
-        shape = (T, B) if self.agents == 1 else (T, B, N)
-        adv, vt = _two_arrays(out, shape)
-        if self.output_dtype is None and adv.dtype.kind == "f":
-            self.output_dtype = np.result_type(adv.dtype, vt.dtype)
-        adv, vt = adv.astype(np.float64), vt.astype(np.float64)
+        ndim = 2 if self.agents == 1 else 3
+        adv, vt = _two_arrays(out, tuple(dict(T=T, B=B, N=N)[c] for c in self.layout), self.layout)
+        if self.output_dtypes == (None, None) and adv.dtype.kind == "f":
+            self.output_dtypes = (adv.dtype, vt.dtype if vt.dtype.kind == "f" else adv.dtype)
+        adv, vt = (from_layout(x, self.layout, ndim).astype(np.float64) for x in (adv, vt))
         if self.agents == 1:
             adv, vt = adv[..., None], vt[..., None]
         if self.progress is not None and time.perf_counter() - self.started >= PROGRESS_AFTER_S:
@@ -79,14 +106,7 @@ class Invoker:
         return adv, vt
 
 
-def _raised_message(exc: BaseException, had_mask: bool) -> str:
-    msg = f"the estimator raised {type(exc).__name__}: {exc}"
-    if had_mask and isinstance(exc, TypeError) and "mask" in str(exc):
-        msg += " (this call passed mask=; verify an estimator without masks with masks=False, or --no-masks)"
-    return msg
-
-
-def _two_arrays(out, shape) -> tuple[np.ndarray, np.ndarray]:
+def _two_arrays(out, shape, layout: str = "TBN") -> tuple[np.ndarray, np.ndarray]:
     """The estimator's return value as two real arrays of ``shape``, else EstimatorError saying what it got."""
     want = f"a pair (advantages, value_targets) of arrays of shape {list(shape)}"
     if isinstance(out, dict):
@@ -109,10 +129,56 @@ def _two_arrays(out, shape) -> tuple[np.ndarray, np.ndarray]:
         if a.dtype.kind not in "fiub":
             raise EstimatorError(f"{name} is not numeric (dtype {a.dtype}, a {type(x).__name__}); verify expects {want}.")
         if a.shape != tuple(shape):
-            raise EstimatorError(f"{name} has shape {list(a.shape)}; verify expects {list(shape)}"
-                                 + (" (agents=1: [T, B])" if len(shape) == 2 else " ([T, B, N])") + ".")
+            raise EstimatorError(f"{name} has shape {list(a.shape)}; verify expects {list(shape)} "
+                                 f"([{', '.join(layout)}]" + (", agents=1" if len(shape) == 2 else "") + ").")
         arrays.append(a)
     return arrays[0], arrays[1]
+
+
+# ----------------------------------------------------------------------------
+# An estimator that raised: its message, with the frames of the user's own code
+# ----------------------------------------------------------------------------
+
+_VERIFY_DIR = os.path.dirname(os.path.abspath(__file__))
+_LIBRARY_DIRS = tuple(sorted({os.path.abspath(sysconfig.get_paths()[k]) + os.sep
+                              for k in ("stdlib", "platstdlib", "purelib", "platlib")}))
+USER_FRAMES = 3  # the innermost frames of the user's code shown for an exception
+
+
+def _is_library(filename: str) -> bool:
+    path = os.path.abspath(filename)
+    return filename.startswith("<") or path.startswith(_LIBRARY_DIRS) or "site-packages" in path
+
+
+def _short(filename: str) -> str:
+    """A path relative to the working folder when it lies inside it (shorter, and what the user typed)."""
+    try:
+        rel = os.path.relpath(filename)
+    except ValueError:  # another drive
+        return filename
+    return filename if rel.startswith("..") else rel
+
+
+def user_frames(exc: BaseException, keep: int = USER_FRAMES) -> list[str]:
+    """'file, line N, in f: source' for the innermost ``keep`` frames outside verify and installed libraries.
+
+    If the exception came from inside a library, a last line names where.
+    """
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not os.path.abspath(f.filename).startswith(_VERIFY_DIR + os.sep)]
+    own = [f for f in frames if not _is_library(f.filename)][-keep:]
+    lines = [f"  {_short(f.filename)}, line {f.lineno}, in {f.name}: {(f.line or '').strip()}" for f in own]
+    if frames and (not own or frames[-1] is not own[-1]):
+        f = frames[-1]
+        lines.append(f"  (raised inside {_short(f.filename)}, line {f.lineno}, in {f.name})")
+    return lines
+
+
+def raised_message(exc: BaseException, had_mask: bool) -> str:
+    msg = f"the estimator raised {type(exc).__name__}: {exc}"
+    if had_mask and isinstance(exc, TypeError) and "mask" in str(exc):
+        msg += " (this call passed mask=; verify an estimator without masks with masks=False, or --no-masks)"
+    return "\n".join([msg] + user_frames(exc))
 
 
 # ----------------------------------------------------------------------------
@@ -173,6 +239,43 @@ def run_call(invoke: Invoker, call: Call, masks: bool):
 # ----------------------------------------------------------------------------
 
 
+#: Default (atol, rtol) per output dtype (``verify(atol=None, rtol=None)``).
+TOLERANCES: dict[str, tuple[float, float]] = {"float64": (1e-9, 1e-9), "float32": (1e-4, 1e-4),
+                                              "float16": (1e-2, 1e-2)}
+OUTPUT_NAMES = ("advantages", "value_targets")
+
+
+def _dtype_tolerance(dtype) -> tuple[float, float]:
+    return TOLERANCES.get(np.dtype(dtype).name if dtype is not None else "float64", TOLERANCES["float64"])
+
+
+@dataclass(frozen=True)
+class Judging:
+    """How outputs are compared: per output (advantages, value_targets) a dtype and (atol, rtol); the convention."""
+
+    dtypes: tuple
+    tolerances: tuple[tuple[float, float], tuple[float, float]]
+    value_targets: str = "clipped"
+
+    @classmethod
+    def make(cls, dtypes: tuple, atol: float | None, rtol: float | None, value_targets: str) -> "Judging":
+        """Tolerances by each output's dtype unless given.
+
+        A value target v = E + c A carries the rounding of A, so it is judged at the looser of its
+        own dtype's tolerance and the advantages' (float32 A in a float64 v is off by ~1e-8).
+        """
+        adv = _dtype_tolerance(dtypes[0])
+        vt = tuple(max(x, y) for x, y in zip(_dtype_tolerance(dtypes[1]), adv))
+        given = lambda default: (default[0] if atol is None else float(atol),  # noqa: E731
+                                 default[1] if rtol is None else float(rtol))
+        return cls(tuple(None if d is None else np.dtype(d) for d in dtypes), (given(adv), given(vt)), value_targets)
+
+    @property
+    def outputs(self) -> tuple[int, ...]:
+        """The outputs judged: value targets only when the estimator returns them in a known convention."""
+        return (0,) if self.value_targets == "none" else (0, 1)
+
+
 def ratio_to_tolerance(got: np.ndarray, expected: np.ndarray, atol: float, rtol: float) -> tuple[float, tuple]:
     """max |got - expected| / (atol + rtol |expected|) (inf where got is not finite), and where."""
     g = np.asarray(got, np.float64)
@@ -197,13 +300,13 @@ def _expectation_table(case: Case, column_values: np.ndarray) -> np.ndarray:
     return out.reshape((x["n_states"], x["n_joint"]) + column_values.shape[1:])
 
 
-def got_and_expected(case: Case, outputs: list, what: int) -> tuple[np.ndarray, np.ndarray]:
+def got_and_expected(case: Case, outputs: list, what: int, value_targets: str = "clipped"):
     """Apply the case's relation to the outputs of its calls (each (adv, vt) float64 [T, B, N])."""
     o = [np.asarray(p[what], np.float64) for p in outputs]
     if case.relation == "direct":
-        return o[0], np.asarray(case.expected[what], np.float64)
+        return o[0], case.expected_output(what, value_targets)
     if case.relation == "expectation":
-        return _expectation_table(case, o[0][0]), np.asarray(case.expected[what], np.float64)
+        return _expectation_table(case, o[0][0]), case.expected_output(what, value_targets)
     if case.relation == "permute":
         return o[0], o[1][..., case.extra["perm"]]
     if case.relation == "scale":
@@ -224,19 +327,34 @@ class Verdict:
     got: np.ndarray | None = None
     expected: np.ndarray | None = None
     error: str | None = None
+    matches: str | None = None  # advantages passed; the value targets match this other convention
 
 
-def judge(case: Case, outputs: list, atol: float, rtol: float, dtype: np.dtype | None) -> Verdict:
-    """Compare advantages, then value targets; n/a when an exact value lies outside ``dtype``'s range."""
+def _matching_convention(case: Case, outputs: list, how: Judging) -> str | None:
+    """The other value-target convention the outputs match (cases with exact values only), or None."""
+    if case.relation not in ("direct", "expectation"):
+        return None
+    for convention in ("clipped", "plain"):
+        if convention != how.value_targets:
+            got, expected = got_and_expected(case, outputs, 1, convention)
+            if ratio_to_tolerance(got, expected, *how.tolerances[1])[0] <= 1:
+                return convention
+    return None
+
+
+def judge(case: Case, outputs: list, how: Judging) -> Verdict:
+    """Compare advantages, then value targets; n/a when an exact value lies outside its output dtype's range."""
     worst = Verdict(0.0, False)
-    for what in (0, 1):
-        got, expected = got_and_expected(case, outputs, what)
+    for what in how.outputs:
+        got, expected = got_and_expected(case, outputs, what, how.value_targets)
+        dtype = how.dtypes[what]
         if dtype is not None and dtype.kind == "f" and case.relation in ("direct", "expectation"):
             if np.max(np.abs(expected), initial=0.0) > np.finfo(dtype).max:
                 return Verdict(None, False)
-        r, where = ratio_to_tolerance(got, expected, atol, rtol)
+        r, where = ratio_to_tolerance(got, expected, *how.tolerances[what])
         if r > 1:
-            return Verdict(r, True, what, where, got, expected)
+            matches = _matching_convention(case, outputs, how) if what == 1 else None
+            return Verdict(r, True, what, where, got, expected, matches=matches)
         worst.ratio = max(worst.ratio, r)
     return worst
 
@@ -252,11 +370,18 @@ def _user_layout(arrays: dict, agents: int | None) -> dict:
     return {k: (v[..., 0] if v.ndim == 3 else v) for k, v in arrays.items()}
 
 
-def counterexample(invoke: Invoker, case: Case, batched: Verdict, atol, rtol, masks) -> Counterexample:
+def _both_outputs(case: Case, outputs: list, how: Judging) -> dict:
+    """Per judged output: (got, expected) as compared (for a readable counterexample)."""
+    return {OUTPUT_NAMES[w]: got_and_expected(case, outputs, w, how.value_targets) for w in how.outputs}
+
+
+def counterexample(invoke: Invoker, case: Case, batched: Verdict, how: Judging, masks) -> Counterexample:
     """Rerun ``case`` alone; the counterexample is what it does alone (or says it fails only when stacked)."""
+    both = {}
     try:
         outputs = [run_call(invoke, c, masks) for c in case.calls]
-        v = judge(case, outputs, atol, rtol, invoke.output_dtype)
+        v = judge(case, outputs, how)
+        both = _both_outputs(case, outputs, how)
         alone = "" if v.failed else (
             "alone, this case passes: it fails only when stacked with other cases in one call (columns of a "
             "batch, or time steps before a done, are not independent in the estimator)")
@@ -267,7 +392,7 @@ def counterexample(invoke: Invoker, case: Case, batched: Verdict, atol, rtol, ma
     calls = [(_user_layout(_prepared(c, masks), invoke.agents), c.options) for c in case.calls]
     return Counterexample(case.check, case.correction, case.title, case.description, v.what, case.relation,
                           calls, v.expected, v.got, v.index, v.error if v.error else batched.error, dict(case.extra),
-                          alone)
+                          alone, tolerance=how.tolerances[v.what], matches=v.matches, outputs=both)
 
 
 def _sub_case(case: Case, inputs: dict) -> Case:
@@ -279,13 +404,13 @@ def _sub_case(case: Case, inputs: dict) -> Case:
                    _reference_expected(inputs, group, case.correction), shrinkable=True)
 
 
-def shrink(invoke: Invoker, case: Case, atol, rtol, masks, budget: int = 60) -> Case:
+def shrink(invoke: Invoker, case: Case, how: Judging, masks, budget: int = 60) -> Case:
     """Greedy: drop batch columns, agents, and time steps while the case still fails alone."""
     from gpae_ref.verify.cases import slice_inputs
 
     def fails(c: Case) -> bool:
         try:
-            return judge(c, [run_call(invoke, c.calls[0], masks)], atol, rtol, invoke.output_dtype).failed
+            return judge(c, [run_call(invoke, c.calls[0], masks)], how).failed
         except EstimatorError:
             return True
 

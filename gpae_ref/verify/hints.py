@@ -1,0 +1,114 @@
+"""Hints: the likely cause of a pattern of failures and the option that fixes it.
+
+Each cause is detected from what the estimator does, never guessed from names:
+
+* every checked cell fails: the estimator is called once more, on one small
+  off-policy input (T=4, B=3, N=2: every axis has its own length), in each
+  other layout (single-agent ``[T, B]``, batch-major ``[B, T, N]``, the agent
+  axis elsewhere); a layout whose advantages match the reference is the hint;
+* a correction fails: the estimator is called with that correction on the same
+  input, and if its advantages equal another correction's (typically ``none``:
+  a GAE that ignores ``correction``), or it raised in every case, the hint
+  says to verify only the corrections it implements;
+* value targets fail while the advantages pass, and match another convention
+  (``plain`` V + A): the hint names ``value_targets``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from gpae_ref._validate import CORRECTIONS
+from gpae_ref.verify.cases import _direct, _reference_expected, random_inputs
+from gpae_ref.verify.options import LAYOUTS
+from gpae_ref.verify.report import FAIL, Cell
+from gpae_ref.verify.runner import EstimatorError, Invoker, Judging, judge, run_call
+
+PROBE_SHAPE = (4, 3, 2)  # T, B, N all distinct, so a wrong axis order cannot line up by chance
+PROBE_GROUP = "B"  # no mask: the probe must not depend on the estimator's mask support
+
+
+def _probe(estimator, agents, layout, correction: str, like: str, seed: int, tol) -> bool:
+    """Does the estimator, called in ``agents``/``layout`` with ``correction``, give ``like``'s advantages?"""
+    T, B, N = PROBE_SHAPE
+    x = random_inputs(np.random.default_rng(seed + 1000), T, B, 1 if agents == 1 else N, done_prob=0.3)
+    case = _direct("probe", correction, "probe", x, PROBE_GROUP, _reference_expected(x, PROBE_GROUP, like))
+    invoke = Invoker(estimator, agents, False, None, layout)
+    try:
+        outputs = [run_call(invoke, case.calls[0], False)]
+    except EstimatorError:
+        return False
+    how = Judging.make(invoke.output_dtypes, *tol, "none")
+    with np.errstate(all="ignore"):
+        return not judge(case, outputs, how).failed
+
+
+def _layout_fix(agents, layout) -> str:
+    if agents == 1:
+        what = "single-agent [T, B] arrays" if layout == "TB" else "single-agent batch-major [B, T] arrays"
+        flags = "--agents 1" + ("" if layout == "TB" else " --layout BT")
+        kw = "agents=1" + ("" if layout == "TB" else ", layout='BT'")
+    else:
+        what = f"[{', '.join(layout)}] arrays" + (" (batch-major)" if layout == "BTN" else
+                                                   "" if layout == "TBN" else " (the agent axis elsewhere)")
+        flags, kw = f"--layout {layout}", f"layout={layout!r}"
+    return f"the estimator works on {what}: verify with {kw} ({flags})"
+
+
+def layout_hint(estimator, agents, layout, correction, seed, tol) -> str | None:
+    """Every cell failed: the first other layout in which the estimator matches the reference."""
+    current = (agents, layout or ("TB" if agents == 1 else "TBN"))
+    candidates = [(1, "TB"), (1, "BT")] + [(None, lay) for lay in LAYOUTS[:6]]
+    for cand in candidates:
+        if cand != current and _probe(estimator, *cand, correction, correction, seed, tol):
+            found = _layout_fix(*cand)
+            return found + " (every cell failed; one call in that layout matched the reference)"
+    return None
+
+
+def correction_hint(estimator, agents, layout, cells: dict, corrections, raised_everywhere: set, seed,
+                    tol) -> str | None:
+    """Corrections that fail: the estimator raised for them, or computes another correction instead."""
+    failing = [c for c in corrections if any(cells[k].status == FAIL for k in cells if k[1] == c)]
+    if not failing:
+        return None
+    same_as: dict[str, str] = {}
+    for c in failing:
+        if c in raised_everywhere:
+            continue
+        like = next((g for g in CORRECTIONS if g != c and _probe(estimator, agents, layout, c, g, seed, tol)), None)
+        if like is not None:
+            same_as[c] = like
+    explained = [c for c in failing if c in raised_everywhere or c in same_as]
+    keep = [c for c in corrections if c not in explained]
+    if not explained or not keep:
+        return None
+    causes = []
+    raised = [c for c in explained if c in raised_everywhere]
+    if raised:
+        causes.append(f"it raised in every case of {', '.join(raised)}")
+    for like in dict.fromkeys(same_as.values()):
+        these = [c for c, g in same_as.items() if g == like]
+        causes.append(f"its advantages for {', '.join(these)} equal correction {like!r}'s (it seems to ignore "
+                      f"`correction`)")
+    return (f"{'; '.join(causes)}: if it implements only {', '.join(keep)}, verify with "
+            f"corrections={tuple(keep)!r} (--corrections {','.join(keep)})")
+
+
+def convention_hint(conventions: list[str | None]) -> str | None:
+    """``conventions``: per failing case, the value-target convention its outputs match (None: none)."""
+    found = Counter(c for c in conventions if c)
+    if len(found) != 1:
+        return None
+    (name, k), = found.items()
+    what = {"plain": "V + A", "clipped": "E + min(1, rho^i) A, the spec's"}[name]
+    return (f"in {k} of the {len(conventions)} failing cases the advantages pass and the value targets are "
+            f"{what}: verify with value_targets={name!r} (--value-targets {name}), or value_targets='none' "
+            f"to check advantages only")
+
+
+def all_failed(cells: dict[tuple[str, str], Cell], corrections) -> bool:
+    checked = [c for (_, corr), c in cells.items() if corr in corrections and c.cases]
+    return bool(checked) and all(c.status == FAIL for c in checked)
