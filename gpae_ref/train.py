@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-updates", type=int, default=None,
                    help="stop (with a checkpoint) after this many updates in this invocation; continue with --resume")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+    p.add_argument("--devices", type=int, default=None,
+                   help="split each rollout's environments over this many devices (data parallel; default 1; "
+                        "with several hosts: all devices of all hosts)")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="several hosts: the address of process 0 (jax.distributed.initialize; without these "
+                        "flags JAX's environment variables, e.g. JAX_COORDINATOR_ADDRESS, are read)")
+    p.add_argument("--num-processes", type=int, default=None, help="several hosts: how many processes in all")
+    p.add_argument("--process-id", type=int, default=None, help="several hosts: this process's index (0 writes)")
     p.add_argument("--xla-defaults", action="store_true",
                    help="do not add " + " ".join(SAFE_CPU_FLAGS) + " to XLA_FLAGS (see docs/results.md)")
     add_config_flags(p)
@@ -113,7 +121,7 @@ def prepare_new_run(args, parser, cfg):
     """The ``RunFolder`` of a new run, created and emptied of an old run's files; errors name the flag."""
     from gpae_ref.learner.runfolder import RunFolder
 
-    name = args.name or f"{cfg.scenario}_{cfg.advantage}_K{cfg.reuse}_s{cfg.seed}"
+    name = args.name or default_name(cfg)
     runs = Path(args.runs_dir)
     if runs.exists() and not runs.is_dir():
         parser.error(f"--runs-dir: {runs} is a file, not a folder; give a folder (it is created if missing).")
@@ -177,7 +185,7 @@ def get_trainer(cfg, trainers: dict | None):
     return trainer
 
 
-def restore(folder, trainer, cfg, allow_unchecked: bool):
+def restore(folder, trainer, cfg, allow_unchecked: bool, writer: bool = True):
     """(state, wall_s, resume entry) of a resumed run, its CSV cut back to the state's update;
     nothing in the folder changes before the state has loaded."""
     import jax
@@ -188,7 +196,7 @@ def restore(folder, trainer, cfg, allow_unchecked: bool):
     state, meta, kind = load_state(folder, template, {"config": cfg.to_dict(), "seeds": None},
                                    allow_unchecked=allow_unchecked)
     u = int(state.update)
-    kept = keep_rows(folder, u)[0]
+    kept = keep_rows(folder, u)[0] if writer else 0
     print(f"resumed at update {u} ({int(state.env_steps)} env steps) from the {kind} "
           f"{'checkpoint' if kind == 'full' else 'state'}; kept {kept} metric rows")
     return state, float(meta.get("wall_s", 0.0)), resume_entry(u, kind)
@@ -201,15 +209,16 @@ def main(argv=None, *, trainers: dict | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_updates is not None and args.max_updates < 1:
         parser.error(f"--max-updates must be >= 1 (got {args.max_updates}); leave it out to run to the end")
+    # Read by XLA when jax first creates its CPU client (below); CLI only, never at import.
+    os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""), args.xla_defaults)
+    start_hosts(args, parser)  # before anything imports jaxmarl, whose import starts jax's backend
     missing = missing_smax()
     if missing:
         print(f"python -m gpae_ref.train needs the smax extra ({missing} is not installed): {SMAX_HINT}",
               file=sys.stderr)
         return 2
-    # Read by XLA when jax first creates its CPU client (below); CLI only, never at import.
-    os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""), args.xla_defaults)
     from gpae_ref.learner.env import smax_version
-    from gpae_ref.learner.runfolder import Lock
+    from gpae_ref.learner.runfolder import Lock, RunFolder
 
     smax = smax_version()
     try:
@@ -217,7 +226,10 @@ def main(argv=None, *, trainers: dict | None = None) -> int:
             folder, cfg, schedule, record = open_resumed_run(args, parser, smax)
         else:
             cfg, schedule = config_from_args(args, parser), schedule_from(args, parser)
-            folder, record = prepare_new_run(args, parser, cfg), None
+            folder, record = (prepare_new_run(args, parser, cfg) if args.writer
+                              else RunFolder(Path(args.runs_dir) / (args.name or default_name(cfg)))), None
+        if not args.writer:  # another process owns the folder: it locks and writes
+            return _train(args, folder, cfg, schedule, record, smax, trainers)
         with Lock(folder):
             return _train(args, folder, cfg, schedule, record, smax, trainers)
     except ValueError as e:  # CheckpointError, RunFolderError: one line naming the file and what to do
@@ -225,28 +237,95 @@ def main(argv=None, *, trainers: dict | None = None) -> int:
         return 2
 
 
+def start_hosts(args, parser) -> None:
+    """Several hosts: ``jax.distributed.initialize`` (before jax's first use); sets ``args.writer``."""
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if any(v is not None for v in given) or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        if any(v is None for v in given) and not os.environ.get("JAX_COORDINATOR_ADDRESS"):
+            parser.error("--coordinator, --num-processes and --process-id go together (or set JAX's "
+                         "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
+        for flag, value in (("--num-processes", args.num_processes), ("--process-id", args.process_id)):
+            if value is not None and value < (1 if flag == "--num-processes" else 0):
+                parser.error(f"{flag}: got {value}; must be >= {1 if flag == '--num-processes' else 0}")
+        import importlib.util
+
+        if importlib.util.find_spec("jax") is None:
+            parser.error(f"--coordinator: several hosts need jax (the smax extra: {SMAX_HINT})")
+        from gpae_ref.learner.devices import initialize_distributed, is_writer
+
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+        args.writer = is_writer()
+    else:
+        args.writer = True
+
+
+def default_name(cfg) -> str:
+    return f"{cfg.scenario}_{cfg.advantage}_K{cfg.reuse}_s{cfg.seed}"
+
+
+def env_mesh(cfg, requested: int | None):
+    """The mesh of ``--devices`` (all of every host's when several hosts run; None: one device);
+    a count that cannot work is refused before anything is compiled."""
+    import jax
+
+    from gpae_ref.learner.devices import make_mesh, pick_devices
+
+    if requested is None and jax.process_count() == 1:
+        return None
+    if requested is None:
+        requested = len(jax.devices())
+    return make_mesh(pick_devices(requested, cfg.envs_per_rollout, "envs per rollout"))
+
+
+def spread_envs(state, cfg, trainer, mesh):
+    """``state`` with its environments split over ``mesh`` (unchanged for None)."""
+    import dataclasses
+
+    import jax
+
+    from gpae_ref.learner.devices import env_axes, env_shardings, place
+
+    if mesh is None:
+        return state
+    key = jax.random.PRNGKey(cfg.seed)
+
+    def shape_at(b):
+        from gpae_ref.learner.core import make_train
+
+        other = dataclasses.replace(cfg, num_envs=b * cfg.reuse, total_steps=max(cfg.total_steps, 2 * b * cfg.num_steps))
+        return jax.eval_shape(trainer.init_fn if other == cfg else make_train(other).init_fn, key)
+
+    return place(state, env_shardings(mesh, env_axes(shape_at, cfg.envs_per_rollout)))
+
+
 def _train(args, folder, cfg, schedule, record, smax, trainers) -> int:
     import jax
 
     from gpae_ref.learner.runfolder import new_record, reproduce_command, write_json
 
+    mesh = env_mesh(cfg, args.devices)
     trainer = get_trainer(cfg, trainers)
     wall0, resumes = 0.0, []
     if args.resume:
-        state, wall0, entry = restore(folder, trainer, cfg, args.allow_unchecked_checkpoint)
+        state, wall0, entry = restore(folder, trainer, cfg, args.allow_unchecked_checkpoint, args.writer)
         resumes = list(record.get("resumes") or []) + [entry]
     else:
         state = trainer.init(jax.random.PRNGKey(cfg.seed))
+    state = spread_envs(state, cfg, trainer, mesh)
+    n_devices = 1 if mesh is None else mesh.size
     fresh = new_record(cfg, schedule, None, smax, reproduce_command(cfg, schedule))
     try:
-        write_json(folder.record_path, {**fresh, "resumes": resumes})
+        if args.writer:
+            write_json(folder.record_path, {**fresh, "resumes": resumes})
     except OSError as e:
         print(f"--runs-dir: cannot write {folder.record_path} ({e.strerror or e}).", file=sys.stderr)
         return 2
-    (folder.path / "config.json").unlink(missing_ok=True)  # a format-1 record, now in run.json
+    if args.writer:
+        (folder.path / "config.json").unlink(missing_ok=True)  # a format-1 record, now in run.json
     title = f"{cfg.scenario} {cfg.advantage}" + (f" ({cfg.correction}, eta {cfg.eta})" if cfg.advantage == "gpae"
                                                  else "") + f" K={cfg.reuse} seed {cfg.seed}"
-    print(f"{title} | {cfg.num_updates} updates x {cfg.steps_per_update} env steps | device {jax.devices()[0]} | "
+    where = f"device {jax.devices()[0]}" if n_devices == 1 else f"envs over {n_devices} devices"
+    print(f"{title} | {cfg.num_updates} updates x {cfg.steps_per_update} env steps | {where} | "
           f"SMAX jaxmarl {smax} | run dir {folder.path}", flush=True)
     return _loop(args, folder, cfg, schedule, smax, trainer, state, wall0, title)
 
@@ -257,7 +336,8 @@ def _loop(args, folder, cfg, schedule, smax, trainer, state, wall0, title) -> in
 
     program = Program(run=trainer.run_updates, evaluate=trainer.evaluate, folder=folder, data=trainer.data,
                       steps_per_update=cfg.steps_per_update,
-                      meta=lambda st, wall: {"config": cfg.to_dict(), "schedule": schedule.to_dict(), "smax": smax})
+                      meta=lambda st, wall: {"config": cfg.to_dict(), "schedule": schedule.to_dict(), "smax": smax},
+                      writer=args.writer)
     total = cfg.num_updates
     stop_at = None if args.max_updates is None else int(state.update) + args.max_updates
     progress, show = _progress(args.no_progress, cfg, state, total)
@@ -270,7 +350,7 @@ def _loop(args, folder, cfg, schedule, smax, trainer, state, wall0, title) -> in
         ev = c["last_eval"]
         ev_txt = f" | greedy {float(ev[1].win_rate):.2f}" if ev else ""
         show(c["update"], int(c["env_steps"]), f"{c['steps_per_s']:,.0f} steps/s | train win {win:.2f}{ev_txt}")
-        if c["update"] % schedule.checkpoint_every == 0:
+        if c["update"] % schedule.checkpoint_every == 0 and args.writer:
             logbook.plot_curve(folder.csv_paths[0], folder.curve_path, title)
 
     try:
@@ -283,7 +363,8 @@ def _loop(args, folder, cfg, schedule, smax, trainer, state, wall0, title) -> in
     finally:
         if progress is not None:
             progress.stop()
-    logbook.plot_curve(folder.csv_paths[0], folder.curve_path, title)
+    if args.writer:
+        logbook.plot_curve(folder.csv_paths[0], folder.curve_path, title)
     return _report(out, folder, schedule, trainer, program)
 
 

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true",
                    help="train from update 0 a variant whose CSV rows have no checkpoint here (replaces the rows)")
     p.add_argument("--seeds", help="comma-separated subset of the scale's seeds to train now (default: all)")
+    p.add_argument("--devices", type=int, default=None,
+                   help="split the seeds over this many devices (default: as many visible devices as divide "
+                        "the seed count)")
     p.add_argument("--xla-defaults", action="store_true",
                    help="do not add " + " ".join(SAFE_CPU_FLAGS) + " to XLA_FLAGS (see docs/results.md)")
     return p
@@ -62,6 +65,7 @@ def main(argv=None) -> int:
         seeds = None if args.seeds is None else [int(x) for x in args.seeds.split(",") if x.strip()]
         outcomes = run_experiment(args.name, args.scale, args.root, variants=args.variants,
                                   max_chunks=args.max_chunks, seeds=seeds, restart=args.restart,
+                                  devices=args.devices,
                                   log=lambda m: print(m, flush=True))
     except ValueError as e:
         parser.error(str(e))

@@ -131,7 +131,8 @@ def seed_keys(seeds):
 
 def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, *,
                 max_chunks: int | None = None, cache: dict | None = None, seeds=None,
-                restart: bool = False, log: Callable[[str], None] = print) -> VariantOutcome:
+                restart: bool = False, devices: int | None = None,
+                log: Callable[[str], None] = print) -> VariantOutcome:
     """Train all seeds of one variant as one vmapped program, resuming from its checkpoint.
 
     ``max_chunks`` stops after that many evaluation chunks (a checkpoint is written
@@ -141,7 +142,8 @@ def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, 
     scale's) trains only those, with a checkpoint of their own: a long scale can run
     one seed at a time. Rows without their checkpoint (a fresh clone of a partial run:
     checkpoints are not in git) raise ``ValueError`` unless ``restart``, which replaces
-    them by a run from update 0.
+    them by a run from update 0. ``devices``: how many devices the seed axis is split over
+    (default: as many of the visible ones as divide the seed count; ``gpae_ref.learner.devices``).
     """
     scale = exp.scale(scale_name)
     config = variant_config(exp, scale_name, variant)
@@ -167,7 +169,7 @@ def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, 
     folder.create()
     with Lock(folder):
         return _train_variant(exp, scale_name, variant, folder, config, record, max_chunks, cache, log,
-                              restart)
+                              restart, devices)
 
 
 def variant_folder(vdir: Path, scale: Scale, seeds) -> RunFolder:
@@ -248,22 +250,27 @@ def copied_from(vdir: Path) -> str | None:
 
 
 def _train_variant(exp, scale_name, variant, folder: RunFolder, config, record, max_chunks, cache, log,
-                   restart=False) -> VariantOutcome:
+                   restart=False, devices=None) -> VariantOutcome:
     """The body of ``run_variant`` once the variant's folder is locked: the shared run loop with
     one chunk per evaluation, each followed by a checkpoint."""
+    from gpae_ref.learner.devices import leading_axis_shardings, make_mesh, pick_devices, place
     from gpae_ref.learner.runloop import Program, Schedule, StopFlag, run_loop
 
     total, seeds = config.num_updates, folder.seeds
+    mesh = make_mesh(pick_devices(devices, len(seeds), "seeds"))
     trainer, init, run, evaluate = _compiled(config, cache)
     state, wall0, resumes = _start_state(folder, init, config, record, total, restart, log,
                                          f"{exp.name}/{variant.name}")
+    if mesh.size > 1:  # the seed axis split over the devices; one device: left where init put it
+        state = place(state, leading_axis_shardings(mesh, state))
     every = eval_every(config, exp.scale(scale_name))
     schedule = Schedule(every, every, every)
     write_json(folder.record_path, {**record, "schedule": schedule.to_dict(), "resumes": resumes,
                                     "machine": machine_info(),
                                     "train_commands": train_commands(exp, scale_name, variant)})
     log(f"{exp.name}/{variant.name} ({scale_name}): {config.scenario} {total} updates x "
-        f"{config.steps_per_update} env steps x {len(seeds)} seeds, eval every {every}.")
+        f"{config.steps_per_update} env steps x {len(seeds)} seeds, eval every {every}"
+        + (f", seeds over {mesh.size} devices." if mesh.size > 1 else "."))
     program = Program(run=run, evaluate=evaluate, folder=folder, data=trainer.data,
                       steps_per_update=config.steps_per_update,
                       meta=lambda st, wall: {"record": record, "config": config.to_dict(),
@@ -350,12 +357,13 @@ def _final_wall(vdir: Path, seeds) -> float:
 
 def run_experiment(name: str, scale_name: str = "local", root="results", *, variants: str | None = None,
                    max_chunks: int | None = None, cache: dict | None = None, seeds=None,
-                   restart: bool = False, log: Callable[[str], None] = print) -> list[VariantOutcome]:
+                   restart: bool = False, devices: int | None = None,
+                   log: Callable[[str], None] = print) -> list[VariantOutcome]:
     """Run (or resume, or skip) every variant of experiment ``name`` at ``scale_name``."""
     exp = get_experiment(name)
     exp.scale(scale_name)
     if scale_name not in SCALES:
         raise ValueError(f"scale: unknown {scale_name!r}; known: {', '.join(SCALES)}.")
     return [run_variant(exp, scale_name, v, Path(root), max_chunks=max_chunks, cache=cache, seeds=seeds,
-                        restart=restart, log=log)
+                        restart=restart, devices=devices, log=log)
             for v in select_variants(exp, variants)]

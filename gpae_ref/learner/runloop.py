@@ -66,6 +66,8 @@ class Program:
     data: DataSpec
     steps_per_update: int
     meta: Callable[[Any, float], dict] = field(default=lambda state, wall: {})
+    writer: bool = True
+    """Whether this process writes rows and states (with several hosts only process 0 does)."""
     """Extra checkpoint metadata (config, schedule, record) given the state and the wall time."""
 
 
@@ -129,10 +131,12 @@ def all_finite(tree, data_field: str | None = None) -> bool:
     import jax
     import numpy as np
 
+    from gpae_ref.learner.devices import host_state
+
     if hasattr(tree, "_fields"):
         tree = [getattr(tree, k) for k in tree._fields if k not in (*WORLD, data_field)]
-    for x in jax.tree_util.tree_leaves(tree):
-        x = np.asarray(jax.device_get(x))
+    for x in jax.tree_util.tree_leaves(host_state(tree)):
+        x = np.asarray(x)
         if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
             return False
     return True
@@ -157,9 +161,15 @@ def state_update(state, seeds) -> int:
 
 
 def save(program: Program, state, wall: float) -> None:
-    """The full checkpoint and the compact state of ``state`` (runfolder.save_state)."""
+    """The full checkpoint and the compact state of ``state`` (runfolder.save_state), gathered from
+    every device (and host: every process calls this; only the writer writes)."""
     import numpy as np
 
+    from gpae_ref.learner.devices import host_state
+
+    state = host_state(state)
+    if not program.writer:
+        return
     seeds = program.folder.seeds
     steps = int(np.asarray(state.env_steps).reshape(-1)[0])
     meta = {"run_format": FORMAT, "update": state_update(state, seeds), "env_steps": steps, "wall_s": wall,
@@ -181,6 +191,7 @@ def run_loop(program: Program, state, *, total: int, schedule: Schedule, wall0: 
     import numpy as np
 
     from gpae_ref.learner import logbook
+    from gpae_ref.learner.devices import host_state
 
     stop_at = total if stop_at is None else min(total, stop_at)
     seeds = program.folder.seeds
@@ -194,7 +205,7 @@ def run_loop(program: Program, state, *, total: int, schedule: Schedule, wall0: 
         n = schedule.next_chunk(u, stop_at)
         t0 = time.perf_counter()
         new_state, metrics = jax.block_until_ready(program.run(state, n))
-        metrics = jax.device_get(metrics)
+        metrics = host_state(metrics)
         dt = time.perf_counter() - t0
         bad = first_bad_update(metrics)
         if bad is not None or not all_finite(new_state, program.data.field):
@@ -206,11 +217,11 @@ def run_loop(program: Program, state, *, total: int, schedule: Schedule, wall0: 
         new_u = u + n
         evaluation = None
         if schedule.eval_every and (new_u % schedule.eval_every == 0 or new_u == total):
-            evaluation = jax.device_get(program.evaluate(new_state))
+            evaluation = host_state(program.evaluate(new_state))
             last_eval = (new_u, evaluation)
         state, u = new_state, new_u
         w = wall()
-        for i, path in enumerate(program.folder.csv_paths):
+        for i, path in enumerate(program.folder.csv_paths if program.writer else []):
             m = metrics if seeds is None else _seed_slice(metrics, i)
             ev = evaluation if (evaluation is None or seeds is None) else _seed_slice(evaluation, i)
             logbook.append_rows(path, logbook.metric_rows(m, w, ev))
