@@ -8,7 +8,9 @@
 # 1. the backend tests on the real GPU (no simulator: NUMBA_ENABLE_CUDASIM unset);
 # 2. the estimator benchmark with the cuda row, against the device's own copy bandwidth
 #    (target: cuda >= 60% of it) and the JAX backend on the GPU;
-# 3. a short learner run on the GPU (JAX picks it by itself).
+# 3. a short learner run on the GPU (JAX picks it by itself);
+# 4. only where more than one GPU is visible: seeds and envs split over 1, 2, ... devices
+#    (gpae_ref.learner.devices), env-steps/s per device count.
 # Each step's output goes to $OUT_DIR (default runs/gpu_check); the summary is written
 # between the <!-- gpu:begin --> / <!-- gpu:end --> markers of docs/performance.md.
 set -uo pipefail
@@ -34,6 +36,24 @@ timeout 120 "$PY" -m gpae_ref.train --scenario 3m --advantage gpae --num-envs 64
   --total-steps 40960 --no-progress --runs-dir "$OUT_DIR/runs" --overwrite 2>&1 | tail -5 \
   | tee "$OUT_DIR/learner.txt"
 
+n_gpus=$("$PY" -c "import jax; print(len(jax.devices('gpu')))" 2>/dev/null || echo 0)
+: > "$OUT_DIR/multi.txt"
+if [ "${n_gpus:-0}" -gt 1 ]; then
+  echo "== several devices ($n_gpus GPUs): envs and seeds split, env-steps/s per device count"
+  for d in 1 2 4 8; do
+    [ "$d" -le "$n_gpus" ] || break
+    timeout 120 "$PY" -m gpae_ref.train --scenario 3m --advantage gpae --num-envs 256 --num-steps 64 \
+      --total-steps 163840 --no-progress --devices "$d" --runs-dir "$OUT_DIR/runs" --name "envs-$d" --overwrite \
+      2>&1 | grep -E "^done|envs over|device" | sed "s/^/envs, $d devices: /" | tee -a "$OUT_DIR/multi.txt"
+    [ "$d" -le 2 ] || continue  # the tiny scale has 2 seeds
+    timeout 150 "$PY" -m gpae_ref.experiments main --scale tiny --variants gpae-K1 --devices "$d" \
+      --root "$OUT_DIR/results-$d" 2>&1 | grep -E "seeds over|finished|done" | sed "s/^/seeds, $d devices: /" \
+      | tee -a "$OUT_DIR/multi.txt"
+  done
+else
+  echo "one GPU visible: no multi-device section" | tee "$OUT_DIR/multi.txt"
+fi
+
 "$PY" - "$OUT_DIR" "$tests_rc" <<'EOF'
 import pathlib, sys
 out, rc = pathlib.Path(sys.argv[1]), sys.argv[2]
@@ -44,6 +64,7 @@ block = "\n".join([
     "", f"Backend tests on the GPU (exit {rc}):", "", "```", read("tests.txt"), "```",
     "", "Estimator benchmark:", "", read("bench.txt"),
     "", "Short learner run:", "", "```", read("learner.txt"), "```",
+    "", "Several devices (env-steps/s per device count):", "", "```", read("multi.txt"), "```",
     "<!-- gpu:end -->",
 ])
 doc = pathlib.Path("docs/performance.md")
