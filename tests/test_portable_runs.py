@@ -227,3 +227,58 @@ def test_no_state_but_a_record_says_what_to_do(straight_and_stopped, tmp_path, t
     err = capsys.readouterr().err
     assert e.value.code == 2 and "has run.json but no saved state" in err and "--overwrite" in err
     assert isinstance(RunFolderError("x"), ValueError)
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL at a chosen moment: nothing after it runs (a BaseException, so no
+    ``except Exception`` in the library can swallow it)."""
+
+
+@pytest.mark.parametrize("moment", ["rows written, no checkpoint yet", "checkpoint half written",
+                                    "full checkpoint renamed, compact not yet", "compact half written",
+                                    "both written"])
+@pytest.mark.parametrize("at_update", [2])
+def test_a_kill_at_any_moment_of_a_checkpoint_resumes_bit_identical(straight_and_stopped, tmp_path, trainers,
+                                                                    monkeypatch, moment, at_update):
+    """Kill a run at update ``at_update`` at one moment around its checkpoint write, then resume
+    (full checkpoint where one is whole, else the compact state): the rows equal the straight run's."""
+    import gpae_ref.learner.checkpoint as ck
+    import gpae_ref.learner.runfolder as rf
+
+    straight, _ = straight_and_stopped
+    cfg = json.loads((straight / "run.json").read_text())["config"]
+    args = TINY + ["--advantage", "gpae", "--reuse", str(cfg["reuse"]), "--runs-dir", str(tmp_path), "--name", "k"]
+    real_save, real_replace = rf.save_state, ck.os.replace
+    calls = {"replace": 0}
+
+    def kill_in_save(folder, state, meta, data):
+        if meta["update"] != at_update:
+            return real_save(folder, state, meta, data)
+        if moment == "rows written, no checkpoint yet":
+            raise _Killed
+        if moment == "both written":
+            real_save(folder, state, meta, data)
+            raise _Killed
+
+        def replace(src, dst):  # the 1st rename lands the full checkpoint, the 2nd the compact state
+            calls["replace"] += 1
+            if (moment == "checkpoint half written" and calls["replace"] == 1) or \
+                    (moment == "compact half written" and calls["replace"] == 2):
+                raise _Killed  # the .tmp file is written, the rename never happens
+            real_replace(src, dst)
+            if moment == "full checkpoint renamed, compact not yet":
+                raise _Killed
+
+        monkeypatch.setattr(ck.os, "replace", replace)
+        real_save(folder, state, meta, data)
+
+    monkeypatch.setattr("gpae_ref.learner.runloop.save_state", kill_in_save)
+    with pytest.raises(_Killed):
+        main(args, trainers=trainers)
+    monkeypatch.undo()
+    run = tmp_path / "k"
+    assert main(["--resume", str(run), "--no-progress"], trainers=trainers) == 0
+    assert _rows(run) == _rows(straight)
+    a, _ = read_checkpoint(run / "ckpt" / "state.safetensors")
+    b, _ = read_checkpoint(straight / "ckpt" / "state.safetensors")
+    assert all(np.array_equal(a[n], b[n]) for n in b)
