@@ -45,7 +45,8 @@ class VerifyCollector(pytest.Collector):
 
     def collect(self):
         from gpae_ref._validate import CORRECTIONS
-        from gpae_ref.verify import CHECKS, _names
+        from gpae_ref.verify import CHECKS
+        from gpae_ref.verify.options import names as _names
 
         opts = _options(self.config)
         checks = _names(opts["checks"], CHECKS, "--gpae-checks")

@@ -47,7 +47,8 @@ def verify_tests(estimator: Callable, **verify_options) -> Callable:
     import pytest
 
     from gpae_ref._validate import CORRECTIONS
-    from gpae_ref.verify import CHECKS, _names, verify
+    from gpae_ref.verify import CHECKS, verify
+    from gpae_ref.verify.options import names as _names
 
     checks = _names(verify_options.get("checks"), CHECKS, "checks")
     corrections = _names(verify_options.get("corrections"), CORRECTIONS, "corrections")

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RTOL, ATOL = 1e-3, 1e-5
 
 _CASES = textwrap.dedent('''
-    import contextlib, csv, io, json, sys
+    import contextlib, csv, dataclasses, io, json, sys
     from pathlib import Path
 
     import jax
@@ -66,7 +66,7 @@ _CASES = textwrap.dedent('''
 
     exp = ex.Experiment(name="dev", version=1, question="devices", base=(("scenario", "3m"),),
                         variants=(ex.Variant("gpae", (("advantage", "gpae"),)),),
-                        scales=(("tiny", ex.dataclasses.replace(ex.TINY, seeds=(0, 1, 2, 3))),))
+                        scales=(("tiny", dataclasses.replace(ex.TINY, seeds=(0, 1, 2, 3))),))
     v, cache, quiet = exp.variants[0], {}, (lambda m: None)
     seed_rows = lambda r: [rows(r / "dev-tiny" / "gpae" / f"seed{s}.csv") for s in range(4)]
     ex.run_variant(exp, "tiny", v, root / "s1", cache=cache, devices=1, log=quiet)

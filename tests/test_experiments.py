@@ -14,7 +14,10 @@ import pytest
 
 pytest.importorskip("jaxmarl")
 
+from gpae_ref import _xla_flags as xla  # noqa: E402
 from gpae_ref import experiments as ex  # noqa: E402
+from gpae_ref.experiments import runner  # noqa: E402
+from gpae_ref.learner.runfolder import read_json  # noqa: E402
 
 pytestmark = pytest.mark.smax
 
@@ -116,7 +119,7 @@ def test_a_fresh_clone_resumes_from_the_compact_state(full_run, tmp_path, cache)
     assert out.status == "finished" and out.updates == 4
     for s in SEEDS:
         assert _numbers(_rows(vdir / f"seed{s}.csv")) == _numbers(_rows(root_full / "unit-tiny" / "gpae" / f"seed{s}.csv"))
-    resumes = ex.read_json(vdir / "run.json")["resumes"]
+    resumes = read_json(vdir / "run.json")["resumes"]
     assert [(r["update"], r["kind"]) for r in resumes] == [(2, "compact")]
 
 
@@ -165,11 +168,11 @@ def test_same_config_in_another_experiment_copies_the_finished_run(full_run, tmp
     assert ex.run_variant(twin_exp, "tiny", twin_exp.variants[0], root, log=lambda m: None).status == "done"
     # A different learner config, or an unfinished twin, is not a twin.
     cfg = ex.variant_config(TINY_EXP, "tiny", other)
-    record = ex._run_record(TINY_EXP, "tiny", other, cfg, SEEDS)
+    record = runner._run_record(TINY_EXP, "tiny", other, cfg, SEEDS)
     evals = ex.eval_updates(cfg.num_updates, ex.eval_every(cfg, ex.TINY))
     assert ex.find_twin(root, tmp_path / "x", record, evals) is None
     cfg = ex.variant_config(TINY_EXP, "tiny", VARIANT)
-    record = ex._run_record(TINY_EXP, "tiny", VARIANT, cfg, SEEDS)
+    record = runner._run_record(TINY_EXP, "tiny", VARIANT, cfg, SEEDS)
     assert ex.find_twin(root, tmp_path / "x", record, [2, 4]) == src
     assert ex.find_twin(root, tmp_path / "x", record, [2, 4, 6]) is None
 
@@ -261,12 +264,12 @@ def test_list_cli(capsys):
 
 
 def test_xla_flags_add_the_safe_cpu_flags_unless_asked():
-    safe = " ".join(ex.SAFE_CPU_FLAGS)
-    assert ex.xla_flags("", False) == safe
-    assert ex.xla_flags("--foo=1", False) == f"--foo=1 {safe}"
-    assert ex.xla_flags("--foo=1", True) == "--foo=1"
+    safe = " ".join(xla.SAFE_CPU_FLAGS)
+    assert xla.xla_flags("", False) == safe
+    assert xla.xla_flags("--foo=1", False) == f"--foo=1 {safe}"
+    assert xla.xla_flags("--foo=1", True) == "--foo=1"
     mine = "--xla_cpu_use_xnnpack=true"
-    assert ex.xla_flags(mine, False) == " ".join([mine, *ex.SAFE_CPU_FLAGS[1:]])
+    assert xla.xla_flags(mine, False) == " ".join([mine, *xla.SAFE_CPU_FLAGS[1:]])
 
 
 def test_authors_scale_needs_the_authors_smax_and_seeds_run_one_at_a_time(tmp_path, cache):
@@ -295,10 +298,10 @@ def test_authors_scale_needs_the_authors_smax_and_seeds_run_one_at_a_time(tmp_pa
 def test_records_written_before_a_field_was_added_still_match(tmp_path):
     """A run.json from before a LearnerConfig field existed has no entry for it: same config."""
     cfg = ex.variant_config(TINY_EXP, "tiny", VARIANT)
-    record = ex._run_record(TINY_EXP, "tiny", VARIANT, cfg, SEEDS)
+    record = runner._run_record(TINY_EXP, "tiny", VARIANT, cfg, SEEDS)
     old = {**record, "config": {k: v for k, v in record["config"].items() if k != "reward_scale"}}
     path = tmp_path / "run.json"
     path.write_text(__import__("json").dumps(old))
-    ex._check_record(path, record)  # no error
+    runner._check_record(path, record)  # no error
     assert ex.same_config(old["config"], record["config"])
     assert not ex.same_config({**record["config"], "lr": 1.0}, record["config"])

@@ -28,12 +28,17 @@ results folder copies that run's CSVs instead of training it again, and its
 run.json names the origin (``copied_from``).
 """
 
-from __future__ import annotations
-
-from gpae_ref._xla_flags import SAFE_CPU_FLAGS, xla_flags
 from gpae_ref.experiments.cli import build_parser, describe, main
-from gpae_ref.experiments.definitions import *  # noqa: F401,F403 - the package's public names
-from gpae_ref.experiments.definitions import _v  # noqa: F401
-from gpae_ref.experiments.report import *  # noqa: F401,F403
-from gpae_ref.experiments.runner import *  # noqa: F401,F403
-from gpae_ref.experiments.runner import _check_record, _run_record  # noqa: F401
+from gpae_ref.experiments.definitions import (AUTHORS_SMAX, LOCAL_BASE, LOCAL_SEEDS, PAPER, PAPER_ABLATION,
+                                              PAPER_GPAE, PAPER_HARD, PAPER_MAPPO, PAPER_SEEDS, PAPER_STEPS,
+                                              REUSE_K, SCALES, TINY, Experiment, Scale, Variant, eval_every,
+                                              exp_dirname, experiments, get_experiment, select_seeds,
+                                              select_variants, variant_config)
+from gpae_ref.experiments.report import (Curve, command_for, experiment_curves, experiment_table, load_curve,
+                                         plot_experiment, report, report_section, splice, steps_to, trace_table)
+from gpae_ref.experiments.runner import (VariantOutcome, check_scale_smax, copied_from, copy_twin, eval_updates,
+                                         find_twin, is_finished, last_update, machine_info, make_vmapped,
+                                         record_smax, run_experiment, run_variant, same_config, seed_csv,
+                                         seed_keys, train_commands, variant_folder)
+
+__all__ = [name for name in dir() if not name.startswith("_")]
