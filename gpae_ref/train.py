@@ -22,9 +22,12 @@ JAX picks its default device (a GPU if it has one).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from gpae_ref._xla_flags import SAFE_CPU_FLAGS, xla_flags
 
@@ -279,8 +282,6 @@ def env_mesh(cfg, requested: int | None):
 
 def spread_envs(state, cfg, trainer, mesh):
     """``state`` with its environments split over ``mesh`` (unchanged for None)."""
-    import dataclasses
-
     import jax
 
     from gpae_ref.learner.devices import env_axes, env_shardings, place
@@ -343,8 +344,6 @@ def _loop(args, folder, cfg, schedule, smax, trainer, state, wall0, title) -> in
     progress, show = _progress(args.no_progress, cfg, state, total)
 
     def on_chunk(c):
-        import numpy as np
-
         win = c["metrics"].train_win_rate
         win = float(np.nanmean(win)) if np.any(np.isfinite(win)) else float("nan")
         ev = c["last_eval"]

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gpae_ref.experiments.definitions import Experiment, Variant, exp_dirname, experiments, variant_config
 from gpae_ref.experiments.runner import copied_from, seed_csv, train_commands
 
@@ -25,8 +27,6 @@ class Curve:
 
     def chunk_rate(self) -> float | None:
         """Median env-steps/s (all seeds) over chunks after the first (which includes compilation)."""
-        import numpy as np
-
         if self.walls is None or len(self.walls) < 3:
             return None
         d_steps, d_wall = np.diff(self.steps)[1:], np.diff(self.walls)[1:]
@@ -36,8 +36,6 @@ class Curve:
 
 def load_curve(vdir: Path, seeds, num_updates: int) -> Curve | None:
     """Read the evaluation rows of every seed CSV; None if nothing is there yet."""
-    import numpy as np
-
     from gpae_ref.learner.logbook import read_rows
 
     per_seed = []
@@ -57,8 +55,6 @@ def load_curve(vdir: Path, seeds, num_updates: int) -> Curve | None:
 
 def steps_to(curve: Curve, level: float) -> float | None:
     """First env steps at which the seed-mean greedy win rate reaches ``level`` (None if never)."""
-    import numpy as np
-
     mean = curve.win.mean(0)
     hit = np.nonzero(mean >= level)[0]
     return float(curve.steps[hit[0]]) if hit.size else None
@@ -153,8 +149,6 @@ def trace_table(exp: Experiment, scale_name: str, root) -> str | None:
     included, where every ratio is 1 at the update's start), and the median over
     updates of the largest own and others' ratio (rho^i, rho^-i).
     """
-    import numpy as np
-
     from gpae_ref.learner.logbook import read_rows
 
     lines = ["| variant | correction | eta | mean trace c | share of c < 1 | median max rho^i "

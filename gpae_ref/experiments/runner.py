@@ -8,12 +8,15 @@ this module adds seeds, variants, the results layout and twins.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from gpae_ref.experiments.definitions import (SCALES, Experiment, Scale, Variant, eval_every, exp_dirname,
                                               get_experiment, select_seeds, select_variants, variant_config)
@@ -277,8 +280,6 @@ def _train_variant(exp, scale_name, variant, folder: RunFolder, config, record, 
                                              "schedule": schedule.to_dict()})
 
     def on_chunk(c):
-        import numpy as np
-
         log(f"  update {c['update']}/{total}  env steps {int(c['env_steps'].reshape(-1)[0]):,}  greedy win "
             f"{' '.join(f'{w:.2f}' for w in np.asarray(c['evaluation'].win_rate))}  "
             f"({c['seconds']:.1f} s chunk, {c['wall']:,.0f} s total)")
@@ -308,8 +309,6 @@ def _start_state(folder: RunFolder, init, config, record, total, restart, log, n
     CSVs cut back to it, or a fresh one; rows without any saved state are refused unless ``restart``
     (which replaces them)."""
     import jax
-    import numpy as np
-
     keys = seed_keys(folder.seeds)
     done = max(last_update(p) for p in folder.csv_paths)
     old = read_json(folder.record_path) if folder.record_path.exists() else {}
@@ -337,8 +336,6 @@ def _start_state(folder: RunFolder, init, config, record, total, restart, log, n
 def train_commands(exp: Experiment, scale_name: str, variant: Variant) -> dict[str, str]:
     """Per seed, the ``python -m gpae_ref.train`` command that runs the same learner, seed and schedule
     alone (one seed, not vmapped: equal settings, not necessarily bit-equal numbers)."""
-    import dataclasses
-
     from gpae_ref.learner.runloop import Schedule
 
     config = variant_config(exp, scale_name, variant)

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from gpae_ref.learner.runfolder import FORMAT, DataSpec, RunFolder, save_state
 
 
@@ -129,8 +131,6 @@ def all_finite(tree, data_field: str | None = None) -> bool:
     ``LearnerState`` only the learner's parts (networks, optimisers, hidden states), not WORLD
     nor the data buffer ``data_field``."""
     import jax
-    import numpy as np
-
     from gpae_ref.learner.devices import host_state
 
     if hasattr(tree, "_fields"):
@@ -144,8 +144,6 @@ def all_finite(tree, data_field: str | None = None) -> bool:
 
 def first_bad_update(metrics) -> int | None:
     """The first update whose actor or critic loss is not finite (None if all are)."""
-    import numpy as np
-
     ok = np.isfinite(np.asarray(metrics.actor_loss)) & np.isfinite(np.asarray(metrics.value_loss))
     if ok.all():
         return None
@@ -154,8 +152,6 @@ def first_bad_update(metrics) -> int | None:
 
 
 def state_update(state, seeds) -> int:
-    import numpy as np
-
     u = np.asarray(state.update)
     return int(u.reshape(-1)[0]) if seeds is not None else int(u)
 
@@ -163,8 +159,6 @@ def state_update(state, seeds) -> int:
 def save(program: Program, state, wall: float) -> None:
     """The full checkpoint and the compact state of ``state`` (runfolder.save_state), gathered from
     every device (and host: every process calls this; only the writer writes)."""
-    import numpy as np
-
     from gpae_ref.learner.devices import host_state
 
     state = host_state(state)
@@ -188,8 +182,6 @@ def run_loop(program: Program, state, *, total: int, schedule: Schedule, wall0: 
     A stop before ``total`` writes a checkpoint at the stopping update.
     """
     import jax
-    import numpy as np
-
     from gpae_ref.learner import logbook
     from gpae_ref.learner.devices import host_state
 
