@@ -29,7 +29,7 @@ VARIANTS = {
 @contextlib.contextmanager
 def estimator_swapped(gpae_jax):
     """The learner's ``gpae_jax`` replaced by another version while a variant is built (None: as is)."""
-    from gpae_ref.learner import core
+    from gpae_ref.learner import mappo as core  # the module that calls gpae_jax
 
     kept = core.gpae_jax
     core.gpae_jax = gpae_jax or kept

@@ -10,8 +10,8 @@ from importlib import import_module
 
 _EXPORTS = {
     "ADVANTAGES": "config", "CORRECTIONS": "config", "MARGINALISE": "config", "LearnerConfig": "config",
-    "known_scenarios": "config", "EvalMetrics": "core", "LearnerState": "core", "Trainer": "core",
-    "UpdateMetrics": "core", "make_train": "core",
+    "known_scenarios": "config", "EvalMetrics": "types", "LearnerState": "mappo", "Trainer": "types",
+    "UpdateMetrics": "types", "make_train": "core",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpae_ref.learner.core import EvalMetrics, UpdateMetrics
+from gpae_ref.learner.types import EvalMetrics, UpdateMetrics
 
 EVAL_COLUMNS = ("eval_win_rate", "eval_return", "eval_episodes")
 COLUMNS = UpdateMetrics._fields + ("wall_s",) + EVAL_COLUMNS

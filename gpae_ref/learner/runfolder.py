@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpae_ref.learner.dataspec import DataSpec
+
 FORMAT = "gpae-ref-run/2"
 RECORD = "run.json"
 LEGACY_RECORD = "config.json"  # train's record before format 2
@@ -48,21 +50,6 @@ CURVE = "curve.png"
 
 class RunFolderError(ValueError):
     """A run folder that cannot be continued as it is; the message names the file and what to do."""
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Which part of a learner state is the data buffer, and how much of it the next update reads.
-
-    ``keep``: the newest entries along the buffer's leading axis that the next update reads again
-    (None: all of it); the rest is dropped unread, so the compact state leaves it out.
-    """
-
-    field: str
-    keep: int | None = None
-
-    def prefix(self) -> str:
-        return f".{self.field}"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gpae_ref.learner.runfolder import FORMAT, DataSpec, RunFolder, save_state
+from gpae_ref.learner.dataspec import DataSpec
+from gpae_ref.learner.runfolder import FORMAT, RunFolder, save_state
 
 
 @dataclass(frozen=True)

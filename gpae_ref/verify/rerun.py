@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gpae_ref.verify.report import Counterexample
+if TYPE_CHECKING:  # the type only: report imports this module to save counterexamples
+    from gpae_ref.verify.report import Counterexample
 
 _SNIPPET = '''"""Rerun verify's counterexample: [{check} / {correction}] {title}
 
