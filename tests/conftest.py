@@ -1,7 +1,9 @@
-"""Hypothesis profiles: "ci" (deterministic, modest) and "dev" (more examples, random); one JAX
-compilation cache for the session.
+"""Hypothesis profiles: "ci" (deterministic, modest), "dev" (more examples, random) and "nightly"
+(10,000 random examples per test, for the generated-input tests); one JAX compilation cache for
+the session.
 
-Select with ``pytest --hypothesis-profile=ci`` (the Makefile does) or ``=dev``.
+Select with ``pytest --hypothesis-profile=ci`` (the Makefile does), ``=dev`` or ``=nightly``
+(docs/performance.md, "Testing", gives the nightly command).
 
 The SMAX tests build the same tiny learner in many tests and in subprocesses (resume, kill),
 and each build compiles for ~20 s on 2 cores: a persistent compilation cache in a temporary
@@ -17,6 +19,7 @@ import os
 import shutil
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 _CACHE_VAR = "JAX_COMPILATION_CACHE_DIR"
@@ -62,3 +65,17 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+settings.register_profile(
+    "nightly",
+    deadline=None,
+    max_examples=10_000,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@pytest.fixture(scope="session")
+def shared_trainers():
+    """One ``LearnerConfig -> Trainer`` dict for the whole session: CLI tests that run the same
+    tiny learner config (whatever their schedule flags) compile it once (``train.main(trainers=)``)."""
+    return {}

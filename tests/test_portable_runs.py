@@ -36,8 +36,8 @@ TINY = ["--scenario", "3m", "--num-envs", "4", "--num-steps", "8", "--update-epo
 
 
 @pytest.fixture(scope="module")
-def trainers():
-    return {}
+def trainers(shared_trainers):
+    return shared_trainers  # the same tiny config as test_train_faults.py: compiled once per session
 
 
 def _rows(run: Path) -> list[dict]:

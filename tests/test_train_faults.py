@@ -199,10 +199,10 @@ def test_docs_give_the_schedule_defaults_of_help():
 
 # ---------------------------------------------------------------- CLI runs (jaxmarl)
 @pytest.fixture(scope="module")
-def trainers():
+def trainers(shared_trainers):
     if not HAVE_SMAX:
         pytest.skip("needs jaxmarl (the smax extra)")
-    return {}
+    return shared_trainers
 
 
 def _finite_checkpoint(path):
@@ -235,8 +235,10 @@ def test_nan_stop_keeps_the_last_finite_state(tmp_path, trainers, capsys):
 
     args = TINY + ["--eval-every", "0", "--chunk", "1", "--runs-dir", str(tmp_path)]
     assert main(args + ["--name", "warm", "--max-updates", "1"], trainers=trainers) == 0
-    (cfg, trainer), = trainers.items()
-    poisoned = {cfg: _poisoned(trainer, from_update=2)}
+    from gpae_ref.learner.config import LearnerConfig
+
+    cfg = LearnerConfig.from_dict(json.loads((tmp_path / "warm" / "run.json").read_text())["config"])
+    poisoned = {cfg: _poisoned(trainers[cfg], from_update=2)}
     assert main(args + ["--name", "nan"], trainers=poisoned) == 1
     assert "Last finite state" in capsys.readouterr().err
     ok, meta = _finite_checkpoint(tmp_path / "nan" / "ckpt" / "state.safetensors")
