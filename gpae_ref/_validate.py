@@ -4,7 +4,7 @@ Every backend calls these functions before it computes anything, so a bad
 input fails the same way whichever backend the user picked. Shape and dtype
 checks work on anything with ``.shape`` and ``.dtype`` (NumPy, Numba device
 arrays, JAX arrays, tracers); value checks (NaN/inf, log-probs > 0, dones not
-0/1, values beyond the compute dtype's range) need concrete host values and
+0/1, values outside their usable ranges, ``limits``) need concrete host values and
 are skipped by callers that cannot afford a device-to-host copy. The Numba
 backend makes the value checks inside its kernel's pass and calls
 ``check_values`` only to name the culprit when that pass found one.
@@ -128,14 +128,40 @@ FLAG_ARGUMENTS = ("dones", "mask")
 
 def compute_dtype(logp_target: Any) -> np.dtype:
     """The dtype a fast backend computes and returns in: float32 if ``logp_target`` is
-    float32, float64 for every other accepted dtype (float64, float16, integers).
+    float32 (of either byte order), float64 for every other accepted dtype (float64,
+    float16, longer floats, integers).
 
     The NumPy reference always computes in float64. JAX computes in float64 only
     with x64 enabled: without it, ``gpae(..., backend="jax")`` raises instead of
     silently computing in float32 (see ``check_jax_dtype``).
     """
     dt = np.dtype(getattr(logp_target, "dtype", np.float64))
-    return np.dtype(np.float32) if dt == np.float32 else np.dtype(np.float64)
+    return np.dtype(np.float32) if dt.newbyteorder("=") == np.float32 else np.dtype(np.float64)
+
+
+#: dtypes every backend reads dones and mask in as they are (native byte order).
+FLAG_DTYPES = frozenset(np.dtype(t) for t in (
+    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+    np.float32, np.float64))
+
+
+def host_flags(x: np.ndarray) -> np.ndarray:
+    """A host ``dones`` or ``mask`` array in a dtype every backend reads as it is: its own
+    if in FLAG_DTYPES, else (float16, longer floats, the other byte order) float32 or
+    float64 by size, which holds 0 and 1 exactly."""
+    x = np.asarray(x)
+    if x.dtype in FLAG_DTYPES:
+        return x
+    return x.astype(np.float32 if x.dtype.itemsize <= 4 else np.float64)
+
+
+def host_real(x: Any, dtype: Any) -> Any:
+    """A host (NumPy) rewards, values or log-probs array converted to the compute dtype
+    ``dtype``, native byte order, as a plain ndarray (a masked array's data: check_dtypes
+    has refused masked entries). The same rounding wherever it happens (NumPy's cast and
+    every backend's in-graph cast round to nearest); non-NumPy arrays are returned as they are.
+    """
+    return np.asarray(x, dtype) if isinstance(x, np.ndarray) else x
 
 
 def _dtype(name: str, x: Any) -> np.dtype:
@@ -159,9 +185,11 @@ def check_dtypes(rewards: Any, values: Any, dones: Any, logp_target: Any, logp_b
     """Apply the dtype rule; return the compute dtype (``compute_dtype(logp_target)``).
 
     rewards, values, log-probs: integer or floating (float16/32/64, longer floats
-    are read as float64); dones, mask: bool, integer or floating. Complex is
-    refused (its imaginary part would be dropped), bool where numbers are meant,
-    and anything else (object, strings, dates). Raises ValueError naming the argument.
+    are read as float64), in either byte order; dones, mask: bool, integer or
+    floating. Complex is refused (its imaginary part would be dropped), bool where
+    numbers are meant, anything else (object, strings, dates), and NumPy masked
+    arrays with masked entries (no masked entries: read as their data). Raises
+    ValueError naming the argument.
     """
     arrays = dict(rewards=rewards, values=values, dones=dones, logp_target=logp_target,
                   logp_behaviour=logp_behaviour, mask=mask)
@@ -184,7 +212,22 @@ def check_dtypes(rewards: Any, values: Any, dones: Any, logp_target: Any, logp_b
                 f"{name} must have a numeric dtype (bool only for dones and mask, integer or "
                 f"floating); got {dt}."
             )
+        _check_not_masked(name, x)
     return compute_dtype(logp_target)
+
+
+def _check_not_masked(name: str, x: Any) -> None:
+    """A NumPy masked array with masked entries is refused: what a masked entry should
+    count as is the caller's to say. Without masked entries it is read as its data."""
+    if isinstance(x, np.ma.MaskedArray) and np.ma.getmaskarray(x).any():
+        bad = _index(np.ma.getmaskarray(x))
+        hint = " (for dead or padded agents, pass mask= instead)" if name in (
+            "logp_target", "logp_behaviour") else ""
+        raise ValueError(
+            f"{name} is a NumPy masked array with masked entries (the first at index {bad}), "
+            f"whose hidden data would be read as values: pass {name}.filled(v) with the value v "
+            f"they stand for{hint}."
+        )
 
 
 def check_jax_dtype(logp_target: Any) -> np.dtype:
@@ -247,6 +290,13 @@ def _real_scalar(name: str, x: Any) -> float | None:
     return None
 
 
+#: The usable range of eta: eta and 1/eta stay 1e8 inside float32's normal range
+#: (1.2e-38 .. 3.4e38), so no backend's float32 eta, eta rho^i (rho^i <= 1) or
+#: rho^i eta / eta overflows or loses more than 1e-8 to underflow. Beyond it dt
+#: is st (eta huge) or cuts every trace (eta tiny): use correction="st" or lam=0.
+ETA_RANGE = (1e-30, 1e30)
+
+
 class Scalars(NamedTuple):
     """gamma, lam and eta as Python floats, after their checks."""
 
@@ -270,9 +320,11 @@ def check_scalars(*, gamma: Any, lam: Any, correction: Any, eta: Any) -> Scalars
         raise ValueError(
             f"correction must be one of {', '.join(repr(c) for c in CORRECTIONS)}; got {correction!r}."
         )
-    if e is None or not math.isfinite(e) or e <= 0.0:
+    if e is None or not ETA_RANGE[0] <= e <= ETA_RANGE[1]:
         raise ValueError(
-            f"eta must be a finite real number > 0 (the paper uses 1.02 on SMAX); got {eta!r}."
+            f"eta must be a real number > 0 in its usable range [{ETA_RANGE[0]:g}, "
+            f"{ETA_RANGE[1]:g}] (the paper uses 1.02 on SMAX; beyond the range, "
+            f"correction='st' or lam=0 give the limits); got {eta!r}."
         )
     return Scalars(g, lm, e)
 
@@ -351,17 +403,58 @@ def _check_finite(name: str, x: np.ndarray) -> None:
         raise ValueError(f"{name} must be finite; found {x[bad]!r} at index {bad}.")
 
 
-def _check_range(name: str, x: np.ndarray, dtype: np.dtype | None) -> None:
-    """A finite value beyond the compute dtype's range would become inf there: refused."""
-    if dtype is None or x.dtype.kind != "f" or np.finfo(x.dtype).max <= np.finfo(dtype).max:
-        return
-    big = np.abs(x) > np.finfo(dtype).max
-    if np.any(big):
-        bad = _index(big)
+class Limits(NamedTuple):
+    """The usable ranges of the real inputs in one compute dtype, as numbers of that dtype
+    (so the Numba kernel's check of converted inputs and this module's check of the
+    originals draw the same line): |rewards|, |values| <= ``value_max``; logp_target in
+    [-max, 0]; logp_behaviour in [``behaviour_min``, 0]."""
+
+    value_max: Any
+    target_min: Any
+    behaviour_min: Any
+
+
+def limits(dtype: Any, T: int) -> Limits:
+    """The usable ranges for compute dtype ``dtype`` and T time steps; why each is what it is:
+
+    values and rewards: A^i_t sums at most T TD errors of |r| + 2 max|E| each (traces
+    and gamma lam <= 1 for the truncated corrections), and v = E + min(1, rho^i) A: with
+    |r|, |E| <= max / 4T nothing overflows (3T + 1 <= 4T).
+    logp_behaviour: the behaviour policy took the action, so its probability is at least
+    the dtype's smallest normal number; bounding it bounds every positive log-ratio, so the
+    joint log-ratio (a sum over agents, in any order) never meets inf - inf, and a large
+    negative one (a target log-prob near -max) only drives a trace to 0.
+    """
+    fi = np.finfo(dtype)
+    f = np.dtype(dtype).type
+    return Limits(f(fi.max / (4 * max(int(T), 1))), -fi.max, f(math.log(fi.tiny)))
+
+
+def _why(name: str, dtype: np.dtype, T: int) -> str:
+    if name in ("rewards", "values"):
+        return (f"the advantage sums up to T = {T} TD errors of |r| + 2 max|E|, which must stay "
+                f"within {dtype}'s range: rescale rewards and values")
+    if name == "logp_behaviour":
+        return (f"the behaviour policy took this action, so its probability cannot be below "
+                f"{dtype}'s smallest normal number {np.finfo(dtype).tiny:.3g}: pass the log-probs "
+                f"of the actions it took")
+    return f"beyond {dtype}'s range: rescale"
+
+
+def _check_range(name: str, x: np.ndarray, dtype: np.dtype, T: int) -> None:
+    """Refuse a finite value outside ``name``'s usable range in the compute dtype (``limits``)."""
+    lim = limits(dtype, T)
+    lo, hi = {"rewards": (-lim.value_max, lim.value_max), "values": (-lim.value_max, lim.value_max),
+              "logp_target": (lim.target_min, 0), "logp_behaviour": (lim.behaviour_min, 0)}[name]
+    bad = ~((x >= lo) & (x <= hi))
+    if np.any(bad):
+        at = _index(bad)
+        wider = (" (or pass float64 logp_target to compute in float64)"
+                 if np.dtype(dtype) == np.float32 else "")
         raise ValueError(
-            f"{name} holds {x[bad]!r} at index {bad}, beyond the range of {np.dtype(dtype)} "
-            f"(|x| <= {np.finfo(dtype).max:.3g}), the dtype this call computes in (set by "
-            f"logp_target's dtype): pass float64 logp_target to compute in float64, or rescale."
+            f"{name} holds {x[at]!r} at index {at}, outside the usable range of {np.dtype(dtype)} "
+            f"for {name}, [{lo:.7g}, {hi:.7g}] (the dtype this call computes in); "
+            f"{_why(name, np.dtype(dtype), T)}{wider}."
         )
 
 
@@ -375,7 +468,9 @@ def _check_binary(name: str, x: np.ndarray) -> None:
 
 def check_logp_values(logp_target: Any, logp_behaviour: Any, mask: Any = None,
                       dtype: Any = None) -> None:
-    """Check the log-probs are finite, <= 0 and within ``dtype``'s range, and the mask is 0/1."""
+    """Check the log-probs are finite, <= 0 and within their usable ranges in ``dtype``
+    (``limits``; None: float64, the reference's), and the mask is 0/1."""
+    dtype = np.dtype(np.float64 if dtype is None else dtype)
     for name, x in (("logp_target", logp_target), ("logp_behaviour", logp_behaviour)):
         x = np.asarray(x)
         _check_finite(name, x)
@@ -385,7 +480,7 @@ def check_logp_values(logp_target: Any, logp_behaviour: Any, mask: Any = None,
                 f"{name} must be log-probabilities (<= 0); found {x[bad]!r} at index {bad}. "
                 f"Pass log pi(a|.), not pi(a|.) or logits."
             )
-        _check_range(name, x, dtype)
+        _check_range(name, x, dtype, 1)
     if mask is not None:
         _check_binary("mask", np.asarray(mask))
 
@@ -399,15 +494,16 @@ def check_values(
     mask: Any = None,
     dtype: Any = None,
 ) -> None:
-    """Check contents: all finite, dones and mask 0/1, log-probs <= 0, all within ``dtype``'s range.
-
-    ``dtype``: the compute dtype (None: no range check, e.g. float64 inputs in float64).
+    """Check contents: all finite, dones and mask 0/1, log-probs <= 0, and every real input
+    within its usable range in the compute dtype ``dtype`` (``limits``; None: float64).
     """
+    dtype = np.dtype(np.float64 if dtype is None else dtype)
+    T = _shape("rewards", rewards)[0]
     for name, x in (("rewards", rewards), ("values", values), ("dones", dones)):
         x = np.asarray(x)
         _check_finite(name, x)
         if name != "dones":
-            _check_range(name, x, dtype)
+            _check_range(name, x, dtype, T)
     _check_binary("dones", np.asarray(dones))
     check_logp_values(logp_target, logp_behaviour, mask, dtype)
 

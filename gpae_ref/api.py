@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 from gpae_ref._validate import (
+    FLAG_ARGUMENTS,
     REAL_ARGUMENTS,
     check_dtypes,
     check_jax_dtype,
@@ -22,6 +23,8 @@ from gpae_ref._validate import (
     check_scalars,
     check_shapes,
     check_values,
+    host_flags,
+    host_real,
     validate,
 )
 from gpae_ref.reference import GPAEOutput
@@ -109,9 +112,15 @@ def _gpae_jax_checked(rewards, values, dones, logp_target, logp_behaviour, *, ga
     )
     validate(rewards, values, dones, logp_target, logp_behaviour, gamma=gamma, lam=lam,
              correction=correction, eta=eta, mask=mask, check_contents=concrete)
-    check_jax_dtype(logp_target)  # float64 without x64: refused, never truncated silently
-    return gpae_jax(rewards, values, dones, logp_target, logp_behaviour, gamma=gamma,
-                    lam=lam, correction=correction, eta=eta, mask=mask)
+    dt = check_jax_dtype(logp_target)  # float64 without x64: refused, never truncated silently
+    # NumPy inputs reach jit in the compute dtype and native byte order, as the other backends
+    # read them: jit misreads the other byte order, cannot take long doubles or masked arrays,
+    # and wraps 64-bit integers to 32 bits with x64 off.
+    arrays = _inputs(rewards, values, dones, logp_target, logp_behaviour, mask)
+    arrays = {name: (x if x is None or not isinstance(x, np.ndarray) else
+                     host_flags(x) if name in FLAG_ARGUMENTS else host_real(x, dt))
+              for name, x in arrays.items()}
+    return gpae_jax(**arrays, gamma=gamma, lam=lam, correction=correction, eta=eta)
 
 
 def _gpae_numba_checked(rewards, values, dones, logp_target, logp_behaviour, *, gamma, lam,
@@ -223,11 +232,16 @@ def gpae(
 
     Dtypes (one rule, ``gpae_ref._validate.check_dtypes``): rewards, values and
     log-probs may be integer or floating, dones and mask also bool; complex,
-    bool log-probs/rewards/values and non-numeric dtypes raise ValueError.
-    numba, cuda and jax compute and return in float32 if ``logp_target`` is
-    float32, otherwise in float64; jax raises ValueError for float64 when JAX's
-    x64 mode is off (instead of computing in float32 silently). A value beyond
-    the compute dtype's range (a float64 1e39 in a float32 call) raises too.
+    bool log-probs/rewards/values, non-numeric dtypes and NumPy masked arrays with
+    masked entries raise ValueError; either byte order and long doubles are read
+    as their values. numba, cuda and jax compute and return in float32 if
+    ``logp_target`` is float32, otherwise in float64, with every input converted
+    to that dtype first (integers included); jax raises ValueError for float64
+    when JAX's x64 mode is off (instead of computing in float32 silently). A value
+    outside its usable range in the compute dtype raises too
+    (``gpae_ref._validate.limits``: a float64 1e39 in a float32 call, rewards or
+    values so large the recursion would overflow, a behaviour log-prob below the
+    log of the smallest normal number); so does eta outside ``ETA_RANGE``.
     Tolerances against the reference: ``gpae_ref.FLOAT32_TOL``, ``FLOAT64_TOL``.
 
     ``out``: optional preallocated ``(advantages, value_targets)`` to write into
@@ -239,7 +253,7 @@ def gpae(
 
     Validation runs for every backend: scalars (Python or NumPy numbers, 0-d
     arrays), shapes and dtypes always; contents (finite, log-probs <= 0, dones
-    and mask 0/1, within the compute dtype's range) whenever the data is on the
+    and mask 0/1, within their usable ranges) whenever the data is on the
     host. They are skipped for device arrays (cuda: no device-to-host copy
     just to check) and for JAX tracers (under ``jit`` there are no values): there a
     NaN, a positive log-prob or a non-binary done is not reported and gives

@@ -54,9 +54,9 @@ def _trace_coefficients(log_rho: np.ndarray, correction: str, eta: float) -> np.
     L for every correction. ``full`` (log c = L) may overflow to inf: by design.
     """
     row = correction_row(correction)
-    joint = log_rho.sum(axis=-1, keepdims=True)
-    log_c = row.log_coefficient(log_rho, joint, math.log(float(eta)), np)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):  # target log-probs near -max sum to -inf: a trace of 0
+        joint = log_rho.sum(axis=-1, keepdims=True)
+        log_c = row.log_coefficient(log_rho, joint, math.log(float(eta)), np)
         return np.broadcast_to(np.exp(log_c), log_rho.shape).copy()
 
 

@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from gpae_ref._validate import compute_dtype
+from gpae_ref._validate import compute_dtype, host_flags
 from gpae_ref.kernels._common import CORRECTION_CODES, DT, IT, NONE, ST
 from gpae_ref.reference import GPAEOutput
 
@@ -60,7 +60,9 @@ def _gpae_kernel(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
                     lj = zero  # a dead or masked agent has ratio 1
                 y = lj - lost
                 total = joint + y
-                lost = (total - joint) - y
+                # A sum past -max (target log-probs near -max) is -inf, and stays so: no
+                # compensation then, whose inf - inf would make it NaN.
+                lost = (total - joint) - y if total > -inf else zero
                 joint = total
                 if j == i:
                     own = lj
@@ -106,8 +108,9 @@ def _to_device(x, dtype=None):
     ``__cuda_array_interface__`` (CuPy, PyTorch, JAX on GPU) through
     ``cuda.as_cuda_array``, zero-copy; a CUDA DLPack object without that
     interface is handed to the kernel launch as it is (numba-cuda reads DLPack).
-    Host flags (dones, mask) of a dtype the kernel cannot read (float16) are
-    converted to float32 exactly.
+    Host real inputs are converted to ``dtype`` (the compute dtype, native byte
+    order); host flags (dones, mask) of a dtype the kernel cannot read as it is
+    (float16, long double, the other byte order) as ``host_flags`` says, exactly.
     """
     from gpae_ref.api import is_device_array
 
@@ -117,9 +120,7 @@ def _to_device(x, dtype=None):
         if hasattr(x, "__cuda_array_interface__"):
             return cuda.as_cuda_array(x)
         return x
-    x = np.ascontiguousarray(x, dtype)
-    if x.dtype == np.float16:
-        x = x.astype(np.float32)
+    x = np.ascontiguousarray(x, dtype) if dtype is not None else np.ascontiguousarray(host_flags(x))
     return cuda.to_device(x)
 
 

@@ -40,7 +40,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from gpae_ref._validate import compute_dtype
+from gpae_ref._validate import compute_dtype, host_flags, limits
 from gpae_ref.kernels._common import CORRECTION_CODES, DT, FULL, IT, NONE, ST
 from gpae_ref.reference import GPAEOutput
 
@@ -167,11 +167,11 @@ def _recursion(code, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t, zero, one, gamma
 
 
 @njit(inline="always")
-def _count_not_finite(x, fmax):
-    """How many of the 1-D ``x`` are NaN or +-inf."""
+def _count_beyond(x, vmax):
+    """How many of the 1-D ``x`` are NaN or beyond +-vmax (inf included)."""
     bad = 0
     for j in range(x.shape[0]):
-        bad += not (abs(x[j]) <= fmax)
+        bad += not (abs(x[j]) <= vmax)
     return bad
 
 
@@ -187,14 +187,16 @@ def _count_not_binary(x):
 
 @njit(inline="always")
 def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
-                 zero, one, gamma, gamma_lam, eta, log_eta, fmax, envs_per_block, adv, vt, bad):
+                 zero, one, gamma, gamma_lam, eta, log_eta, lt_min, lb_min, vmax, envs_per_block,
+                 adv, vt, bad):
     """Fill ``adv`` and ``vt`` ([T, B*N], flattened) in place; see the module docstring.
 
     The content checks of ``gpae_ref._validate.check_values`` are fused into the
     same pass: ``bad[blk]`` receives the number of elements of block ``blk`` that
-    are not finite (rewards, values, log-probs), not <= 0 (log-probs) or not 0/1
-    (dones, mask), at no extra memory traffic. The caller, on a nonzero count,
-    runs ``check_values`` to name the argument and index.
+    are not finite or outside their usable range (``gpae_ref._validate.limits``:
+    |rewards|, |values| <= vmax, logp_target in [lt_min, 0], logp_behaviour in
+    [lb_min, 0]) or not 0/1 (dones, mask), at no extra memory traffic. The caller,
+    on a nonzero count, runs ``check_values`` to name the argument and index.
 
     ``values`` is [T+1, B*N] or, when ``shared``, [T+1, B]; ``mask`` is [T, B*N]
     (a [T, 1] dummy unless ``has_mask``); ``code`` is CORRECTION_CODES[correction], or
@@ -225,13 +227,12 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
         enb = np.empty(m, dt)  # shared values only: E_{t+1}, broadcast
         ca = np.zeros(m, dt)  # c_{t+1} A_{t+1}; A_T = 0
         pj = np.empty(nb, dt)  # per environment: joint log-ratio, then its factor
-        lo = -fmax
         nbad = 0
         if shared:
             _broadcast(values[T, b0:b0 + nb], enb, nb, N)
-            nbad += _count_not_finite(values[T, b0:b0 + nb], fmax)
+            nbad += _count_beyond(values[T, b0:b0 + nb], vmax)
         else:
-            nbad += _count_not_finite(values[T, j0:j0 + m], fmax)
+            nbad += _count_beyond(values[T, j0:j0 + m], vmax)
         for t in range(T - 1, -1, -1):
             lt_t = lt[t, j0:j0 + m]
             lb_t = lb[t, j0:j0 + m]
@@ -241,19 +242,19 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
             vt_t = vt[t, j0:j0 + m]
             # (1) own log-ratios, flat (row views: indexing the 2-D arrays directly,
             # lt[t, j0 + j], stops LLVM from vectorising and runs ~3x slower).
-            # The check: a log-prob is valid iff -fmax <= x <= 0 (false for NaN and +-inf).
+            # The check: a log-prob is valid iff its minimum <= x <= 0 (false for NaN, +-inf).
             if has_mask:
                 for j in range(m):
                     a, b, mk = lt_t[j], lb_t[j], mask_t[j]
                     l[j] = a - b if mk != 0 else zero
-                    nbad += not ((a <= zero) & (a >= lo) & (b <= zero) & (b >= lo)
+                    nbad += not ((a <= zero) & (a >= lt_min) & (b <= zero) & (b >= lb_min)
                                  & ((mk == 0) | (mk == 1)))
             else:
                 for j in range(m):
                     a, b = lt_t[j], lb_t[j]
                     l[j] = a - b
-                    nbad += not ((a <= zero) & (a >= lo) & (b <= zero) & (b >= lo))
-            nbad += _count_not_finite(rewards[t, b0:b0 + nb], fmax) + _count_not_binary(d_t)
+                    nbad += not ((a <= zero) & (a >= lt_min) & (b <= zero) & (b >= lb_min))
+            nbad += _count_beyond(rewards[t, b0:b0 + nb], vmax) + _count_not_binary(d_t)
             # (2) per environment: the joint log-ratio (a sequential sum) and its factor.
             if code != NONE and code != IT:  # the joint log-ratio is needed
                 for e in range(nb):
@@ -274,7 +275,7 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
             _broadcast(rewards[t, b0:b0 + nb], rwb, nb, N)
             if shared:
                 _broadcast(values[t, b0:b0 + nb], evb, nb, N)
-                nbad += _count_not_finite(values[t, b0:b0 + nb], fmax)
+                nbad += _count_beyond(values[t, b0:b0 + nb], vmax)
                 v_c = evb
                 v_n = enb
             else:
@@ -303,7 +304,7 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
             # The values row is checked in a loop of its own, while it is in cache: a
             # count inside the recursion loop above stops LLVM from vectorising it.
             if not shared:
-                nbad += _count_not_finite(v_c, fmax)
+                nbad += _count_beyond(v_c, vmax)
             # ... then the environments done at t again, with the cut (1 - d_t = 0: no
             # bootstrap, no trace; never inf * 0). The same expressions as the
             # loop with 1 - d_t in them, so results equal the per-element select.
@@ -324,18 +325,22 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
 
 @njit(parallel=True, cache=True)
 def _gpae_parallel(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
-                   zero, one, gamma, gamma_lam, eta, log_eta, fmax, envs_per_block, adv, vt, bad):
+                   zero, one, gamma, gamma_lam, eta, log_eta, lt_min, lb_min, vmax, envs_per_block,
+                 adv, vt, bad):
     """_gpae_blocks with its prange run on Numba's threads."""
     _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
-                 zero, one, gamma, gamma_lam, eta, log_eta, fmax, envs_per_block, adv, vt, bad)
+                 zero, one, gamma, gamma_lam, eta, log_eta, lt_min, lb_min, vmax, envs_per_block,
+                 adv, vt, bad)
 
 
 @njit(cache=True)
 def _gpae_serial(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
-                 zero, one, gamma, gamma_lam, eta, log_eta, fmax, envs_per_block, adv, vt, bad):
+                 zero, one, gamma, gamma_lam, eta, log_eta, lt_min, lb_min, vmax, envs_per_block,
+                 adv, vt, bad):
     """_gpae_blocks on the calling thread (its prange is a plain range here)."""
     _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
-                 zero, one, gamma, gamma_lam, eta, log_eta, fmax, envs_per_block, adv, vt, bad)
+                 zero, one, gamma, gamma_lam, eta, log_eta, lt_min, lb_min, vmax, envs_per_block,
+                 adv, vt, bad)
 
 
 def envs_per_block(B: int, N: int, threads: int) -> int:
@@ -345,18 +350,8 @@ def envs_per_block(B: int, N: int, threads: int) -> int:
     return min(per, fair)
 
 
-#: dtypes Numba reads dones and mask in directly; others (float16, longer floats)
-#: are converted to float32 / float64 first, which keeps their values exactly.
-_FLAG_DTYPES = frozenset(np.dtype(t) for t in (
-    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-    np.float32, np.float64))
-
-
 def _flags(x):
-    x = np.ascontiguousarray(x)
-    if x.dtype in _FLAG_DTYPES:
-        return x
-    return x.astype(np.float32 if x.dtype.itemsize <= 4 else np.float64)
+    return np.ascontiguousarray(host_flags(x))
 
 
 def run_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: float, lam: float,
@@ -364,9 +359,10 @@ def run_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: flo
               ) -> tuple[GPAEOutput, int]:
     """The kernel and its fused content check: (outputs, number of bad input elements).
 
-    A nonzero count means some input is not finite, a log-prob is > 0, or a
-    done / mask entry is not 0/1 (counted after conversion to the compute
-    dtype); the outputs are then meaningless. ``out`` is used as given (see
+    A nonzero count means some input is not finite or outside its usable range
+    (``gpae_ref._validate.limits``), a log-prob is > 0, or a done / mask entry is
+    not 0/1 (counted after conversion to the compute dtype); the outputs are then
+    meaningless. ``out`` is used as given (see
     ``gpae_ref._validate.check_out`` for the checks the public call makes).
     """
     import numba
@@ -391,8 +387,10 @@ def run_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: flo
     per_block = envs_per_block(B, N, numba.get_num_threads())
     bad = np.zeros(-(-B // per_block), np.int64)
     kernel = _gpae_parallel if T * B * N >= PARALLEL_MIN_ELEMENTS else _gpae_serial
+    lim = limits(dt, T)  # the usable ranges check_values applies, in the compute dtype
     kernel(r, v, d, lt.reshape(T, B * N), lb, m, has_mask, shared, code,
-           f(0), f(1), f(gamma), f(gamma) * f(lam), f(eta), f(math.log(eta)), f(np.finfo(dt).max),
+           f(0), f(1), f(gamma), f(gamma) * f(lam), f(eta), f(math.log(eta)),
+           lim.target_min, lim.behaviour_min, lim.value_max,
            per_block, adv, vt, bad)
     return GPAEOutput(*out), int(bad.sum())
 

@@ -183,6 +183,10 @@ def test_float64_beyond_float32_range_in_a_float32_call(backend, argument, value
     big = arrays[argument].astype(np.float64)
     big.flat[1] = value
     arrays[argument] = big
+    if backend == "numpy" and argument == "logp_behaviour":  # below log(smallest normal) too
+        with pytest.raises(ValueError, match="^logp_behaviour .*range of float64"):
+            run(backend, arrays)
+        return
     if backend == "numpy":  # the reference computes in float64: exact, finite
         got = run(backend, arrays)
         assert all(np.all(np.isfinite(g)) for g in got)
@@ -297,3 +301,88 @@ def test_out_with_jax_is_refused():
     arrays = {k: jax.numpy.asarray(v) for k, v in inputs(np.float32).items()}
     with pytest.raises(ValueError, match="^out .*jax"):
         gpae_ref.gpae(**arrays, **KW, out=(np.empty((T, B, N), np.float32),) * 2)
+
+
+# ----------------------------------------------------------------------------
+# byte order, integer width, long double, masked arrays: the rule on every backend
+# ----------------------------------------------------------------------------
+
+
+def _two_agents():
+    """Issue 26's case: own log-ratio 1 for both agents, value 1 then 0, no reward."""
+    lt = np.full((1, 1, 2), -1.0, np.float32)
+    lb = np.full((1, 1, 2), -2.0, np.float32)
+    values = np.zeros((2, 1, 2))
+    values[0] = 1.0
+    return dict(rewards=np.zeros((1, 1)), values=values, dones=np.zeros((1, 1)),
+                logp_target=lt, logp_behaviour=lb)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_big_endian_is_read_as_its_values_on_a_compiled_shape(backend):
+    """'>f4' gave JAX's raw TypeError on a new shape, and value targets 0.632 instead of 0
+    once the shape was compiled; the result must equal the native array's, bit for bit."""
+    arrays = _two_agents()
+    native = run(backend, arrays, gamma=0.9, lam=0.9)
+    np.testing.assert_array_equal(native[1], 0.0)
+    for name in ("logp_behaviour", "logp_target", "values", "rewards", "dones"):
+        swapped = dict(arrays, **{name: arrays[name].astype(arrays[name].dtype.newbyteorder(">"))})
+        got = run(backend, swapped, gamma=0.9, lam=0.9)
+        for g, w in zip(got, native):
+            assert g.dtype == w.dtype
+            np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_big_endian_on_a_fresh_shape(backend):
+    arrays = {k: v.astype(v.dtype.newbyteorder(">")) for k, v in inputs(np.float32, seed=7).items()}
+    arrays = {k: v[:, :1] if v.ndim > 1 else v for k, v in arrays.items()}  # a shape no other test uses
+    got = run(backend, arrays)
+    assert_close_to_reference(got, arrays, np.float64 if backend == "numpy" else np.float32)
+
+
+def test_int64_rewards_with_jax_x64_off_are_not_wrapped():
+    """2**32 + 1 wrapped to 1 in JAX's 32-bit mode; it is converted to float32 like numba does."""
+    jax = pytest.importorskip("jax")
+    zeros = np.zeros((1, 1, 1), np.float32)
+    args = (np.array([[2**32 + 1]]), np.zeros((2, 1, 1), np.float32), np.zeros((1, 1)), zeros, zeros)
+    with jax.enable_x64(False):
+        got = gpae_ref.gpae(*args, gamma=0.9, lam=0.9, backend="jax")
+    want = gpae_ref.gpae(*args, gamma=0.9, lam=0.9, backend="numba")
+    np.testing.assert_array_equal(np.asarray(got.advantages), want.advantages)
+    assert float(want.advantages[0, 0, 0]) == pytest.approx(2**32 + 1, rel=FLOAT32_TOL.rtol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("argument", ["rewards", "values", "logp_target", "dones"])
+def test_long_double_is_read_as_float64(backend, argument):
+    arrays = inputs()
+    arrays[argument] = arrays[argument].astype(np.longdouble)
+    got = run(backend, arrays)
+    want = run(backend, inputs())
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("argument", ["rewards", "values", "logp_behaviour", "dones"])
+def test_masked_arrays(backend, argument):
+    """Masked entries are refused, naming the argument and the fix; no masked entries: the data."""
+    arrays = inputs()
+    plain = run(backend, arrays)
+    unmasked = dict(arrays, **{argument: np.ma.masked_array(arrays[argument])})
+    for g, w in zip(run(backend, unmasked), plain):
+        np.testing.assert_array_equal(g, w)
+    hidden = np.zeros(arrays[argument].shape, bool)
+    hidden.flat[1] = True
+    masked = dict(arrays, **{argument: np.ma.masked_array(arrays[argument], mask=hidden)})
+    with pytest.raises(ValueError, match=f"^{argument} is a NumPy masked array .*filled"):
+        run(backend, masked)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "numpy"])
+def test_big_endian_float32_log_probs_compute_in_float32(backend):
+    arrays = inputs(np.float32)
+    arrays["logp_target"] = arrays["logp_target"].astype(">f4")
+    got = run(backend, arrays)
+    assert got[0].dtype == np.float32

@@ -102,6 +102,13 @@ BAD_INPUTS = [
     ("eta-zero", dict(eta=0.0), "eta", "> 0"),
     ("eta-negative", dict(eta=-1.0), "eta", "> 0"),
     ("eta-inf", dict(eta=float("inf")), "eta", "> 0"),
+    ("eta-tiny", dict(eta=1e-40), "eta", "usable range [1e-30, 1e+30]"),
+    ("eta-denormal", dict(eta=5e-324), "eta", "usable range [1e-30, 1e+30]"),
+    ("eta-huge", dict(eta=1e308), "eta", "usable range [1e-30, 1e+30]"),
+    ("rewards-too-large", dict(rewards=_with("rewards", (0, 0), 1e308)), "rewards", "usable range"),
+    ("values-too-large", dict(values=_with("values", (T, 2, 0), -2e307)), "values", "usable range"),
+    ("logp-behaviour-below-smallest-normal", dict(logp_behaviour=_with("logp_behaviour", (1, 1, 1), -709.0)),
+     "logp_behaviour", "usable range"),
     ("correction-unknown", dict(correction="vtrace"), "correction", "'dt'"),
 ]
 
@@ -172,7 +179,7 @@ def test_trace_coefficients_validates_its_arguments():
 # returns must see every bad input that check_values names.
 # ----------------------------------------------------------------------------
 
-CONTENT_CASES = [c for c in BAD_INPUTS if c[3] in ("finite", "<= 0", "0/1")]
+CONTENT_CASES = [c for c in BAD_INPUTS if c[3] in ("finite", "<= 0", "0/1", "usable range")]
 
 
 def _run_numba(**overrides):
@@ -217,3 +224,66 @@ def test_numba_kernel_check_on_the_parallel_path():
     assert numba_cpu.run_numba(**arrays, **kw)[1] == 1
     with pytest.raises(ValueError, match=r"^logp_behaviour .*\(5, 1499, 2\)"):
         gpae_ref.gpae(**arrays, **kw, backend="numba")
+
+
+# ----------------------------------------------------------------------------
+# No NaN from finite inputs: exact on every backend, or refused with the usable range
+# ----------------------------------------------------------------------------
+
+
+def _agree_with_reference(backend: str, arrays: dict, **kw):
+    """Finite outputs on ``backend``, equal to the reference's within its compute dtype's tolerance."""
+    from gpae_ref._validate import compute_dtype, tolerance
+
+    with _x64(backend):
+        got = [np.asarray(x, np.float64) for x in gpae_ref.gpae(**arrays, **kw, backend=backend)]
+    want = reference.gpae(**arrays, **kw)
+    tol = tolerance(np.float64 if backend == "numpy" else compute_dtype(arrays["logp_target"]))
+    for g, w in zip(got, want):
+        assert np.all(np.isfinite(g)) and np.all(np.isfinite(w))
+        np.testing.assert_allclose(g, w, rtol=tol.rtol, atol=tol.atol * max(1.0, np.abs(w).max()))
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("eta", [1e-30, 1e30])
+def test_eta_at_the_ends_of_its_usable_range_is_exact(backend, dtype, eta):
+    """eta = 1e-40 gave NaN value targets on JAX (eta flushed to 0, then 0/0); at the ends of
+    the usable range every backend matches the reference, own log-ratios near 0 and near -100."""
+    arrays = good_inputs(dtype)
+    arrays["logp_target"][:, :, 0] = dtype(-100.0)  # exp underflows float32: eta * 0, never inf * 0
+    _agree_with_reference(backend, arrays, gamma=0.9, lam=0.95, correction="dt", eta=eta)
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_alternating_huge_own_log_ratios_are_refused(backend):
+    """Own log-ratios of +-1.7e308 alternating over 16 agents (joint log-ratio finite) gave NaN
+    on the reference (pairwise summation meets inf - inf) and other numbers elsewhere: a
+    positive 1.7e308 needs a behaviour log-prob of -1.7e308, outside its usable range."""
+    t, b, n = 2, 1, 16
+    even = (np.arange(n) % 2 == 0)[None, None, :].repeat(t, 0)
+    lt = np.where(even, 0.0, -1.7e308)
+    lb = np.where(even, -1.7e308, 0.0)
+    with pytest.raises(ValueError, match=r"^logp_behaviour .*usable range of float64 .*\[-708.39"):
+        with _x64(backend):
+            gpae_ref.gpae(np.zeros((t, b)), np.zeros((t + 1, b, n)), np.zeros((t, b)), lt, lb,
+                          gamma=0.9, lam=0.9, correction="st", backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inputs_at_the_ends_of_their_usable_ranges_are_exact(backend, dtype):
+    """Rewards and values at +-max / 4T, behaviour log-probs at log(smallest normal), target
+    log-probs at -max: finite on every backend and equal to the reference."""
+    from gpae_ref._validate import limits
+
+    lim = limits(dtype, T)
+    arrays = good_inputs(dtype)
+    arrays = {k: np.concatenate([v] * 2, axis=-1) if v.ndim == 3 else v for k, v in arrays.items()}
+    # N = 4: three agents' target log-probs at -max sum past -max (the joint log-ratio is -inf)
+    arrays["rewards"][:] = lim.value_max
+    arrays["values"][:] = -lim.value_max
+    arrays["logp_behaviour"][:, :, 0] = lim.behaviour_min
+    arrays["logp_target"][:, 1, :] = lim.target_min
+    for correction in ("none", "it", "st", "dt"):
+        _agree_with_reference(backend, arrays, gamma=0.99, lam=1.0, correction=correction, eta=1.02)

@@ -7,12 +7,61 @@ derive variants with ``dataclasses.replace``, never by mutation.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from gpae_ref._validate import CORRECTIONS  # the one table of corrections
+import numpy as np
+
+from gpae_ref._validate import CORRECTIONS, ETA_RANGE  # the one table of corrections; eta's range
 
 ADVANTAGES = ("gae", "gpae", "coma", "dop")
 MARGINALISE = ("current", "behaviour")
+
+
+class Range(NamedTuple):
+    """The values a numeric field accepts: lo .. hi, each end closed unless said open."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, x) -> bool:
+        above = x > self.lo if self.lo_open else x >= self.lo
+        below = x < self.hi if self.hi_open else x <= self.hi
+        return bool(above and below)
+
+    def __str__(self) -> str:
+        def end(v):
+            if isinstance(v, int) and v > 2**32:
+                return f"2^{v.bit_length() - 1}" if v & (v - 1) == 0 else f"{float(v):g}"
+            return f"{v:g}" if isinstance(v, float) else str(v)
+        return f"{'(' if self.lo_open else '['}{end(self.lo)}, {end(self.hi)}{')' if self.hi_open else ']'}"
+
+
+def ranged(default, lo, hi, *, lo_open: bool = False, hi_open: bool = False):
+    """A field with its accepted range in its metadata: ``__post_init__`` and the CLI
+    (``gpae_ref.learner.settings``) read it there, the one place it is written."""
+    return dataclasses.field(default=default, metadata={"range": Range(lo, hi, lo_open, hi_open)})
+
+
+def field_range(f: dataclasses.Field) -> Range | None:
+    """The accepted range of a numeric field (None for strings and flags)."""
+    return f.metadata.get("range")
+
+
+#: Upper ends of sizes and multipliers: far beyond any run this learner can make (1e12 env
+#: steps is decades on one machine at ~3,000 steps/s) and small enough that sizes fit the
+#: int32 arithmetic of jitted code and multiplied float32 losses, rewards and gradients stay
+#: finite (float32's max is 3.4e38): 1e20 steps or a 1e308 coefficient mean a typo.
+MAX_STEPS = 10**12
+MAX_SIZE = 2**20  # envs, steps per rollout, minibatches, replayed sequences
+MAX_COUNT = 1000  # epochs, layers, tree-backup terms, rollouts kept, target-refresh period
+MAX_SCALE = 1e6  # loss coefficients, reward scale, gradient-norm clip
+#: The lower end of settings that must be > 0: float32's smallest normal number, below which
+#: the float32 learner would hold 0 or a denormal (an Adam epsilon of 0 divides by zero).
+MIN_POSITIVE = float(np.finfo(np.float32).tiny)
 
 
 def known_scenarios() -> tuple[str, ...]:
@@ -34,75 +83,75 @@ class LearnerConfig:
     decomposed critic sum_i k_i(s) Q_i(s, a^i) + b(s), off-policy TB(lambda) + on-policy TD(lambda) targets."""
     correction: str = "dt"
     """Trace correction for ``gpae`` (spec section 4): none, it, st, dt, full."""
-    eta: float = 1.02
+    eta: float = ranged(1.02, *ETA_RANGE)
     """DT-ISR cap on the others' ratio rho^-i (authors: 1.02 on SMAX)."""
-    reuse: int = 1
+    reuse: int = ranged(1, 1, MAX_COUNT)
     """K: rollouts kept and trained on per update (1 = on-policy); each rollout uses num_envs / K envs."""
     marginalise: str = "current"
     """Which probabilities replace agent i's one-hot in the Q critic on reused data: ``current``
     (pi at the start of the update: EQ^{pi,i}, the spec) or ``behaviour`` (stored mu, the authors' code)."""
-    total_steps: int = 10_000_000
+    total_steps: int = ranged(10_000_000, 1, MAX_STEPS)
     """Environment steps (transitions of one env) to train for; sets the number of updates and the LR schedule."""
-    num_envs: int = 128
+    num_envs: int = ranged(128, 1, MAX_SIZE)
     """Parallel environments per update batch (split into K rollouts of num_envs / K envs)."""
-    num_steps: int = 128
+    num_steps: int = ranged(128, 1, MAX_SIZE)
     """T: steps per rollout and environment."""
-    update_epochs: int = 5
+    update_epochs: int = ranged(5, 1, MAX_COUNT)
     """Passes over the kept data per update."""
-    num_minibatches: int = 1
+    num_minibatches: int = ranged(1, 1, MAX_SIZE)
     """Minibatches per epoch (split along environments, whole sequences kept)."""
-    lr: float = 5e-4
+    lr: float = ranged(5e-4, MIN_POSITIVE, 1.0)
     """Adam learning rate (actor and critic)."""
     anneal_lr: bool = True
     """Anneal the learning rate linearly to 0 over all updates."""
-    adam_eps: float = 1e-5
+    adam_eps: float = ranged(1e-5, MIN_POSITIVE, 1.0)
     """Adam epsilon."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = ranged(1.0, MIN_POSITIVE, MAX_SCALE)
     """Global gradient-norm clip, applied to actor and critic separately."""
-    gamma: float = 0.99
+    gamma: float = ranged(0.99, 0.0, 1.0, hi_open=True)
     """Discount."""
-    lam: float = 0.95
+    lam: float = ranged(0.95, 0.0, 1.0)
     """GAE / GPAE lambda (``coma`` ignores it: lam = 0)."""
-    clip_eps: float = 0.2
+    clip_eps: float = ranged(0.2, MIN_POSITIVE, 1.0)
     """PPO clip range eps (also the value-clipping range)."""
     value_clip: bool = True
     """Clip the critic around its start-of-update prediction (MAPPO value clipping)."""
-    vf_coef: float = 0.5
+    vf_coef: float = ranged(0.5, 0.0, MAX_SCALE)
     """Critic loss coefficient."""
-    ent_coef: float = 0.0
+    ent_coef: float = ranged(0.0, 0.0, MAX_SCALE)
     """Entropy bonus coefficient."""
-    hidden_size: int = 128
+    hidden_size: int = ranged(128, 2, MAX_SIZE)
     """Width of dense layers and GRU."""
-    num_layers: int = 2
+    num_layers: int = ranged(2, 1, MAX_COUNT)
     """Dense layers before the GRU (the Q critic's first layer is split into state and action halves)."""
-    head_layers: int = 0
+    head_layers: int = ranged(0, 0, MAX_COUNT)
     """Dense layers between the GRU and the output of actor and critic (the authors: 0; JaxMARL's MAPPO: 1;
     DOP's critic and mixer have none)."""
     layer_norm: bool = True
     """LayerNorm after each dense layer."""
     norm_input: bool = True
     """LayerNorm on network inputs."""
-    reward_scale: float = 1.0
+    reward_scale: float = ranged(1.0, MIN_POSITIVE, MAX_SCALE)
     """Multiplier on the team reward."""
-    eval_envs: int = 64
+    eval_envs: int = ranged(64, 1, MAX_SIZE)
     """Environments of the greedy evaluation (one episode each)."""
-    dop_tb_lambda: float = 0.93
+    dop_tb_lambda: float = ranged(0.93, 0.0, 1.0)
     """DOP: lambda of the tree-backup TB(lambda) target on replayed data (DOP's SMAC setting 0.93)."""
-    dop_td_lambda: float = 0.8
+    dop_td_lambda: float = ranged(0.8, 0.0, 1.0)
     """DOP: lambda of the TD(lambda) target on the fresh rollout (DOP's SMAC setting 0.8)."""
-    dop_tb_steps: int = 5
+    dop_tb_steps: int = ranged(5, 1, MAX_COUNT)
     """DOP: terms of the tree backup (DOP's SMAC setting 5)."""
-    dop_kappa: float = 0.5
+    dop_kappa: float = ranged(0.5, 0.0, 1.0)
     """DOP: weight of the off-policy TB loss in the critic loss; 1 - kappa weights the on-policy TD(lambda) loss."""
-    dop_critic_lr: float = 5e-4
+    dop_critic_lr: float = ranged(5e-4, MIN_POSITIVE, 1.0)
     """DOP: Adam learning rate of the critic and mixer, annealed like ``lr`` (see docs/learner.md on DOP's 1e-4)."""
-    dop_buffer_rollouts: int = 16
+    dop_buffer_rollouts: int = ranged(16, 1, MAX_COUNT)
     """DOP: rollouts kept in the replay buffer (16 x 128 envs x 128 steps = 262,144 env steps, ~ DOP's 5,000 SMAC episodes)."""
-    dop_off_batch: int = 32
+    dop_off_batch: int = ranged(32, 1, MAX_SIZE)
     """DOP: replayed sequences (one env, num_steps long) per critic step for the TB loss (DOP: 32 episodes)."""
-    dop_target_every: int = 1
+    dop_target_every: int = ranged(1, 1, MAX_COUNT)
     """DOP: updates between target-critic refreshes (1: targets from the critic at the start of each update)."""
-    seed: int = 0
+    seed: int = ranged(0, 0, 2**63, hi_open=True)
     """Seed of ``jax.random.PRNGKey`` for the CLI (the core takes explicit keys)."""
 
     def __post_init__(self):
@@ -110,40 +159,23 @@ class LearnerConfig:
             if not ok:
                 raise ValueError(f"{name}: {msg}; got {getattr(self, name)!r}.")
 
+        for f in dataclasses.fields(self):
+            if field_range(f) is not None:
+                check(_in_range(f, getattr(self, f.name)), f.name, _range_text(f))
         check(self.advantage in ADVANTAGES, "advantage", f"must be one of {', '.join(ADVANTAGES)}")
         check(self.correction in CORRECTIONS, "correction", f"must be one of {', '.join(CORRECTIONS)}")
         check(self.marginalise in MARGINALISE, "marginalise", f"must be one of {', '.join(MARGINALISE)}")
-        check(self.eta > 0, "eta", "must be > 0")
-        check(self.reuse >= 1, "reuse", "must be >= 1")
-        check(self.num_envs >= 1, "num_envs", "must be >= 1")
         check(self.num_envs % self.reuse == 0, "num_envs", f"must be a multiple of reuse={self.reuse}")
-        check(self.num_steps >= 1, "num_steps", "must be >= 1")
-        check(self.update_epochs >= 1, "update_epochs", "must be >= 1")
-        check(self.num_minibatches >= 1, "num_minibatches", "must be >= 1")
         check(
             (self.num_envs // self.reuse) % self.num_minibatches == 0,
             "num_minibatches",
             f"must divide num_envs / reuse = {self.num_envs // self.reuse}",
         )
-        check(0.0 <= self.gamma < 1.0, "gamma", "must be in [0, 1)")
-        check(0.0 <= self.lam <= 1.0, "lam", "must be in [0, 1]")
-        check(self.clip_eps > 0, "clip_eps", "must be > 0")
-        check(self.lr > 0, "lr", "must be > 0")
-        check(self.hidden_size >= 2 and self.hidden_size % 2 == 0, "hidden_size", "must be even and >= 2")
-        check(self.num_layers >= 1, "num_layers", "must be >= 1")
-        check(self.head_layers >= 0, "head_layers", "must be >= 0")
-        check(self.eval_envs >= 1, "eval_envs", "must be >= 1")
+        check(self.hidden_size % 2 == 0, "hidden_size", "must be even")
         check(self.advantage != "dop" or self.reuse == 1, "reuse", "must be 1 for dop (it replays from its own buffer)")
-        check(0.0 <= self.dop_tb_lambda <= 1.0, "dop_tb_lambda", "must be in [0, 1]")
-        check(0.0 <= self.dop_td_lambda <= 1.0, "dop_td_lambda", "must be in [0, 1]")
-        check(0.0 <= self.dop_kappa <= 1.0, "dop_kappa", "must be in [0, 1]")
-        check(self.dop_tb_steps >= 1, "dop_tb_steps", "must be >= 1")
-        check(self.dop_critic_lr > 0, "dop_critic_lr", "must be > 0")
-        check(self.dop_off_batch >= 1, "dop_off_batch", "must be >= 1")
-        check(self.dop_buffer_rollouts >= 1 and self.dop_buffer_rollouts * self.num_envs >= self.dop_off_batch,
-              "dop_buffer_rollouts", f"must be >= 1 and hold at least dop_off_batch={self.dop_off_batch} "
+        check(self.dop_buffer_rollouts * self.num_envs >= self.dop_off_batch,
+              "dop_buffer_rollouts", f"must hold at least dop_off_batch={self.dop_off_batch} "
               f"sequences ({self.num_envs} per rollout)")
-        check(self.dop_target_every >= 1, "dop_target_every", "must be >= 1")
         check(self.total_steps >= self.steps_per_update, "total_steps",
               f"must be at least one update's env steps ({self.steps_per_update})")
 
@@ -182,6 +214,28 @@ class LearnerConfig:
         if unknown:
             raise ValueError(f"config: unknown fields {unknown}.")
         return cls(**d)
+
+
+def _range_text(f: dataclasses.Field) -> str:
+    kind = "an integer" if f.type == "int" else "a number"
+    return f"must be {kind} in {field_range(f)}"
+
+
+def _in_range(f: dataclasses.Field, value) -> bool:
+    """Whether ``value`` is of the field's type (int: an integer; float: any real number,
+    never a bool) and in its range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    if f.type == "int" and not isinstance(value, numbers.Integral):
+        return False
+    return value in field_range(f)
+
+
+def check_field(name: str, value) -> None:
+    """ValueError naming field ``name`` if ``value`` is outside its range (for the CLI's flags)."""
+    f = {f.name: f for f in dataclasses.fields(LearnerConfig)}[name]
+    if field_range(f) is not None and not _in_range(f, value):
+        raise ValueError(f"{name}: {_range_text(f)}; got {value!r}.")
 
 
 def check_scenario(config: LearnerConfig) -> None:

@@ -29,7 +29,7 @@ import inspect
 import math
 import textwrap
 
-from gpae_ref.learner.config import ADVANTAGES, CORRECTIONS, MARGINALISE, LearnerConfig
+from gpae_ref.learner.config import ADVANTAGES, CORRECTIONS, MARGINALISE, LearnerConfig, check_field, field_range
 
 SETTINGS: dict[str, tuple[tuple[str, object], ...]] = {
     "authors": (),
@@ -91,14 +91,32 @@ def _type_of(f: dataclasses.Field):
     return table[names[0]]
 
 
+def in_range(f: dataclasses.Field, typ):
+    """argparse type: ``typ`` of the text, then the field's range (``LearnerConfig``'s metadata)."""
+    def convert(text: str):
+        value = typ(text)
+        try:
+            check_field(f.name, value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e).split(": ", 1)[1]) from None
+        return value
+
+    convert.__name__ = typ.__name__  # argparse names the type in "invalid <type> value"
+    return convert
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per ``LearnerConfig`` field (default None: unset keeps the settings' value)."""
+    """One flag per ``LearnerConfig`` field (default None: unset keeps the settings' value);
+    a numeric flag's help gives its range and a value outside it is refused, naming the flag."""
     docs = field_docs()
     group = parser.add_argument_group("learner settings (LearnerConfig fields; default: --settings, then "
                                       "the dataclass)")
     for f in dataclasses.fields(LearnerConfig):
         typ = _type_of(f)
-        help_ = f"{docs.get(f.name, '')} (default {f.default!r})".replace("%", "%%")
+        accepted = f"; range {field_range(f)}" if field_range(f) is not None else ""
+        help_ = f"{docs.get(f.name, '')} (default {f.default!r}{accepted})".replace("%", "%%")
+        if field_range(f) is not None:
+            typ = in_range(f, typ)
         names = (flag(f.name),) + ALIASES.get(f.name, ())
         if typ is bool:
             group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
