@@ -22,7 +22,8 @@ The core imports without jax; the ``jax`` backend and the learner need the
 ``smax`` extra.
 """
 
-from gpae_ref._validate import CORRECTION_TABLE, CORRECTIONS, FLOAT32_TOL, FLOAT64_TOL
+from gpae_ref.corrections import CORRECTION_TABLE, CORRECTIONS
+from gpae_ref.tolerances import FLOAT32_TOL, FLOAT64_TOL
 from gpae_ref.api import BACKENDS, gpae
 from gpae_ref.reference import GPAEOutput, trace_coefficients
 # Bound after the submodule import, so the name is the function, not the module.

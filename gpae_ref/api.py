@@ -2,7 +2,7 @@
 
 Every backend computes the same function as the NumPy reference
 (``gpae_ref.reference.gpae``) and is tested against it. Validation is shared
-(``gpae_ref._validate``: scalars, shapes, the dtype rule, contents) and runs
+(``gpae_ref.validation``: scalars, shapes, contents; ``gpae_ref.dtypes``: the dtype rule) and runs
 before any result is returned; the Numba backend makes the content checks in
 its kernel's own pass. Numba, numba.cuda and JAX are imported only when their
 backend runs, so ``import gpae_ref`` stays light.
@@ -14,19 +14,16 @@ import sys
 
 import numpy as np
 
-from gpae_ref._validate import (
+from gpae_ref.arrays import is_device_array, is_jax_array, is_tracer
+from gpae_ref.dtypes import (
     FLAG_ARGUMENTS,
     REAL_ARGUMENTS,
     check_dtypes,
     check_jax_dtype,
-    check_out,
-    check_scalars,
-    check_shapes,
-    check_values,
     host_flags,
     host_real,
-    validate,
 )
+from gpae_ref.validation import check_out, check_scalars, check_shapes, check_values, validate
 from gpae_ref.reference import GPAEOutput
 from gpae_ref.reference import gpae as _gpae_numpy
 
@@ -34,51 +31,13 @@ from gpae_ref.reference import gpae as _gpae_numpy
 BACKENDS: tuple[str, ...] = ("auto", "numpy", "numba", "cuda", "jax")
 
 
-def _is_jax_array(x) -> bool:
-    return type(x).__module__.startswith(("jax", "jaxlib"))
-
-
-def _is_tracer(x) -> bool:
-    if not _is_jax_array(x):
-        return False
-    import jax.core
-
-    return isinstance(x, jax.core.Tracer)
-
-
-def _cuda_dlpack(x) -> bool:
-    """True for an object whose ``__dlpack_device__`` says CUDA (DLPack device type 2)."""
-    try:
-        return int(x.__dlpack_device__()[0]) == 2
-    except Exception:  # no such method, or a framework that raises for host data
-        return False
-
-
-def is_device_array(x) -> bool:
-    """True for GPU arrays: ``__cuda_array_interface__``, CUDA DLPack, or a Numba device array.
-
-    The last test covers the CUDA simulator's arrays, which lack the interface.
-    A JAX tracer is never a device array here (it has no data to hand over).
-    """
-    if x is None or _is_tracer(x) or isinstance(x, np.ndarray):
-        return False
-    if type(x).__module__.startswith("numba.cuda"):
-        return True
-    try:  # JAX CPU arrays raise from the property instead of lacking it
-        if hasattr(x, "__cuda_array_interface__"):
-            return True
-    except Exception:
-        pass
-    return _cuda_dlpack(x)
-
-
 def _pick_backend(logp_target) -> str:
     """auto: "cuda" for device arrays, "jax" for (CPU) JAX arrays and tracers, else "numba"."""
-    if _is_tracer(logp_target):
+    if is_tracer(logp_target):
         return "jax"
     if is_device_array(logp_target):
         return "cuda"
-    if _is_jax_array(logp_target):
+    if is_jax_array(logp_target):
         return "jax"
     return "numba"
 
@@ -108,7 +67,7 @@ def _gpae_jax_checked(rewards, values, dones, logp_target, logp_behaviour, *, ga
 
     # Under an outer jit the arrays are tracers: shapes are known, contents are not.
     concrete = not any(
-        _is_tracer(x) for x in (rewards, values, dones, logp_target, logp_behaviour, mask)
+        is_tracer(x) for x in (rewards, values, dones, logp_target, logp_behaviour, mask)
     )
     validate(rewards, values, dones, logp_target, logp_behaviour, gamma=gamma, lam=lam,
              correction=correction, eta=eta, mask=mask, check_contents=concrete)
@@ -230,7 +189,7 @@ def gpae(
     ``"auto"``   from ``logp_target``: "cuda" for a device array, "jax" for a JAX
                  array on the CPU or a tracer, otherwise "numba".
 
-    Dtypes (one rule, ``gpae_ref._validate.check_dtypes``): rewards, values and
+    Dtypes (one rule, ``gpae_ref.corrections.check_dtypes``): rewards, values and
     log-probs may be integer or floating, dones and mask also bool; complex,
     bool log-probs/rewards/values, non-numeric dtypes and NumPy masked arrays with
     masked entries raise ValueError; either byte order and long doubles are read
@@ -239,7 +198,7 @@ def gpae(
     to that dtype first (integers included); jax raises ValueError for float64
     when JAX's x64 mode is off (instead of computing in float32 silently). A value
     outside its usable range in the compute dtype raises too
-    (``gpae_ref._validate.limits``: a float64 1e39 in a float32 call, rewards or
+    (``gpae_ref.corrections.limits``: a float64 1e39 in a float32 call, rewards or
     values so large the recursion would overflow, a behaviour log-prob below the
     log of the smallest normal number); so does eta outside ``ETA_RANGE``.
     Tolerances against the reference: ``gpae_ref.FLOAT32_TOL``, ``FLOAT64_TOL``.

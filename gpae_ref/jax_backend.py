@@ -24,7 +24,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from gpae_ref._validate import correction_row
+from gpae_ref.corrections import correction_row
 from gpae_ref.reference import GPAEOutput
 
 #: Scan steps per loop iteration. 2 ran fastest on the CPU (T=128, B=8192, N=8;

@@ -37,7 +37,7 @@ import numpy as np
 import scipy.linalg
 
 # CORRECTIONS is re-exported: the names of the one table of corrections (spec section 4).
-from gpae_ref._validate import CORRECTIONS, correction_row
+from gpae_ref.corrections import CORRECTIONS, correction_row
 
 
 _TOL = 1e-9  # slack for "sums to 1" and "probability >= 0" checks

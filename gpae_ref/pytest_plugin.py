@@ -44,7 +44,7 @@ class VerifyCollector(pytest.Collector):
         return self._report
 
     def collect(self):
-        from gpae_ref._validate import CORRECTIONS
+        from gpae_ref.corrections import CORRECTIONS
         from gpae_ref.verify import CHECKS
         from gpae_ref.verify.options import names as _names
 

@@ -15,15 +15,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpae_ref._validate import (
-    check_dtypes,
-    check_logp_shapes,
-    check_logp_values,
-    check_scalars,
-    correction_row,
-    correction_table_text,
-    validate,
-)
+from gpae_ref.corrections import correction_row, correction_table_text
+from gpae_ref.dtypes import check_dtypes
+from gpae_ref.validation import check_logp_shapes, check_logp_values, check_scalars, validate
 
 
 class GPAEOutput(NamedTuple):
@@ -50,7 +44,7 @@ def _trace_coefficients(log_rho: np.ndarray, correction: str, eta: float) -> np.
 
     With l the own log-ratio and L = sum_j l^j the joint one, the others' log
     ratio is L - l (never a product of N ratios, which overflows for many
-    agents); ``CORRECTION_TABLE`` in ``gpae_ref._validate`` gives log c in l and
+    agents); ``CORRECTION_TABLE`` in ``gpae_ref.corrections`` gives log c in l and
     L for every correction. ``full`` (log c = L) may overflow to inf: by design.
     """
     row = correction_row(correction)
@@ -122,7 +116,7 @@ def gpae(
 
     Returns ``GPAEOutput(advantages, value_targets)``, both float64 ``[T, B, N]``
     whatever the input dtypes (integer and floating; bool for dones and mask;
-    see ``gpae_ref._validate.check_dtypes``). Raises ValueError naming the
+    see ``gpae_ref.corrections.check_dtypes``). Raises ValueError naming the
     argument for any bad input (nothing is broadcast silently).
     """
     shapes = validate(

@@ -46,7 +46,7 @@ def verify_tests(estimator: Callable, **verify_options) -> Callable:
     """A pytest test function parametrized over (check, correction); verify runs once, on first use."""
     import pytest
 
-    from gpae_ref._validate import CORRECTIONS
+    from gpae_ref.corrections import CORRECTIONS
     from gpae_ref.verify import CHECKS, verify
     from gpae_ref.verify.options import names as _names
 

@@ -23,8 +23,9 @@ import math
 import numpy as np
 from numba import cuda
 
-from gpae_ref._validate import compute_dtype, host_flags
+from gpae_ref.dtypes import compute_dtype, host_flags
 from gpae_ref.kernels._common import CORRECTION_CODES, DT, IT, NONE, ST
+from gpae_ref.arrays import is_device_array
 from gpae_ref.reference import GPAEOutput
 
 #: Threads per block; the grid is capped at _BLOCKS_PER_SM blocks per multiprocessor
@@ -112,8 +113,6 @@ def _to_device(x, dtype=None):
     order); host flags (dones, mask) of a dtype the kernel cannot read as it is
     (float16, long double, the other byte order) as ``host_flags`` says, exactly.
     """
-    from gpae_ref.api import is_device_array
-
     if is_device_array(x):
         if type(x).__module__.startswith("numba.cuda"):
             return x
@@ -129,15 +128,13 @@ def gpae_cuda(rewards, values, dones, logp_target, logp_behaviour, *, gamma: flo
     """GPAE on the GPU; the contract of ``gpae_ref.reference.gpae``, no validation.
 
     Call it through ``gpae_ref.gpae(..., backend="cuda")``, which validates
-    first. Computes in ``gpae_ref._validate.compute_dtype(logp_target)``
+    first. Computes in ``gpae_ref.corrections.compute_dtype(logp_target)``
     (float32 or float64). Host inputs are copied to the device, converted to
     that dtype, and the outputs copied back (NumPy arrays, into ``out`` when
     given); device inputs are used in place (their own dtypes) and the outputs
     stay on the device (Numba device arrays; ``gpae_ref.gpae`` returns them as
     the input's kind).
     """
-    from gpae_ref.api import is_device_array
-
     dt = compute_dtype(logp_target)
     device_out = is_device_array(logp_target)
     lt = _to_device(logp_target, dt)

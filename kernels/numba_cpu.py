@@ -40,7 +40,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from gpae_ref._validate import compute_dtype, host_flags, limits
+from gpae_ref.dtypes import compute_dtype, host_flags
+from gpae_ref.validation import limits
 from gpae_ref.kernels._common import CORRECTION_CODES, DT, FULL, IT, NONE, ST
 from gpae_ref.reference import GPAEOutput
 
@@ -191,9 +192,9 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
                  adv, vt, bad):
     """Fill ``adv`` and ``vt`` ([T, B*N], flattened) in place; see the module docstring.
 
-    The content checks of ``gpae_ref._validate.check_values`` are fused into the
+    The content checks of ``gpae_ref.corrections.check_values`` are fused into the
     same pass: ``bad[blk]`` receives the number of elements of block ``blk`` that
-    are not finite or outside their usable range (``gpae_ref._validate.limits``:
+    are not finite or outside their usable range (``gpae_ref.corrections.limits``:
     |rewards|, |values| <= vmax, logp_target in [lt_min, 0], logp_behaviour in
     [lb_min, 0]) or not 0/1 (dones, mask), at no extra memory traffic. The caller,
     on a nonzero count, runs ``check_values`` to name the argument and index.
@@ -360,10 +361,10 @@ def run_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: flo
     """The kernel and its fused content check: (outputs, number of bad input elements).
 
     A nonzero count means some input is not finite or outside its usable range
-    (``gpae_ref._validate.limits``), a log-prob is > 0, or a done / mask entry is
+    (``gpae_ref.corrections.limits``), a log-prob is > 0, or a done / mask entry is
     not 0/1 (counted after conversion to the compute dtype); the outputs are then
     meaningless. ``out`` is used as given (see
-    ``gpae_ref._validate.check_out`` for the checks the public call makes).
+    ``gpae_ref.corrections.check_out`` for the checks the public call makes).
     """
     import numba
 
@@ -401,7 +402,7 @@ def gpae_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: fl
 
     Call it through ``gpae_ref.gpae(..., backend="numba")``, which validates
     (in this kernel's own pass) and reports bad input. Computes and returns in
-    ``gpae_ref._validate.compute_dtype(logp_target)`` (float32 or float64);
+    ``gpae_ref.corrections.compute_dtype(logp_target)`` (float32 or float64);
     other inputs are converted to it (a copy only when their dtype differs or
     they are not C-contiguous). ``dones`` and ``mask`` are read in their own
     dtype (0 / nonzero). ``out``: optional (advantages, value_targets),

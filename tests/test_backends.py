@@ -2,7 +2,7 @@
 
 Inputs are bounded (log-probs in [-3, 0], rewards and values in [-1, 1]) so
 that a float32 backend can be held to a tight tolerance; the tolerance is said
-once, in gpae_ref._validate (FLOAT32_TOL, FLOAT64_TOL). The CUDA kernel runs
+once, in gpae_ref.tolerances (FLOAT32_TOL, FLOAT64_TOL). The CUDA kernel runs
 under the simulator in CI
 (NUMBA_ENABLE_CUDASIM=1, set by the Makefile before numba.cuda is imported);
 the simulator is slow, so its cases are tiny.
@@ -24,7 +24,7 @@ import gpae_ref
 from gpae_ref import CORRECTIONS, FLOAT32_TOL, FLOAT64_TOL, api  # CORRECTIONS: the one table
 from gpae_ref.reference import gpae as reference_gpae
 
-#: Per-dtype tolerance, stated once in gpae_ref._validate (FLOAT32_TOL, FLOAT64_TOL):
+#: Per-dtype tolerance, stated once in gpae_ref.tolerances (FLOAT32_TOL, FLOAT64_TOL):
 #: |got - ref| <= atol * scale + rtol * |ref|, with scale the largest |ref| of that
 #: (env, agent) sequence (at least 1).
 TOL = {np.dtype(np.float32): tuple(FLOAT32_TOL), np.dtype(np.float64): tuple(FLOAT64_TOL)}

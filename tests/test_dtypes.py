@@ -1,4 +1,4 @@
-"""The one dtype rule (``gpae_ref._validate.check_dtypes``), the same on every backend.
+"""The one dtype rule (``gpae_ref.corrections.check_dtypes``), the same on every backend.
 
 Every dtype either computes correctly (against the float64 reference, within
 ``gpae_ref.FLOAT32_TOL`` / ``FLOAT64_TOL`` for the compute dtype) or gets a
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import gpae_ref
-from gpae_ref._validate import FLOAT32_TOL, FLOAT64_TOL, tolerance
+from gpae_ref.tolerances import FLOAT32_TOL, FLOAT64_TOL, tolerance
 from gpae_ref.reference import gpae as reference_gpae
 
 T, B, N = 3, 2, 3

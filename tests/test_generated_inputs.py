@@ -30,7 +30,9 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import gpae_ref
-from gpae_ref._validate import FLAG_ARGUMENTS, REAL_ARGUMENTS, compute_dtype, limits, tolerance
+from gpae_ref.dtypes import FLAG_ARGUMENTS, REAL_ARGUMENTS, compute_dtype
+from gpae_ref.tolerances import tolerance
+from gpae_ref.validation import limits
 from gpae_ref.reference import gpae as reference_gpae
 
 ARGUMENTS = REAL_ARGUMENTS + FLAG_ARGUMENTS
@@ -180,7 +182,7 @@ def _converted(arrays: dict, dtype: np.dtype) -> dict:
 
 
 def _tolerance(arrays: dict, dtype: np.dtype) -> tuple[float, float]:
-    """(atol, rtol) for ``dtype`` (``gpae_ref._validate.tolerance``), plus the rounding of
+    """(atol, rtol) for ``dtype`` (``gpae_ref.corrections.tolerance``), plus the rounding of
     the joint log-ratio: a trace's argument is a sum over agents whose rounding error is
     about eps * sum_j |l_j|; a term beyond the cap cannot be cancelled (positive log-ratios
     are at most -log(tiny)), so it only drives that trace to 0."""

@@ -106,21 +106,21 @@ def test_float32_inputs_are_computed_in_float64():
 
 def test_table_names_codes_and_exports_agree():
     import gpae_ref
-    from gpae_ref import _validate, oracle
+    from gpae_ref import corrections, oracle
     from gpae_ref.learner import config
 
-    names = tuple(row.name for row in _validate.CORRECTION_TABLE)
-    assert names == _validate.CORRECTIONS == gpae_ref.CORRECTIONS == oracle.CORRECTIONS
-    assert config.CORRECTIONS is _validate.CORRECTIONS
-    codes = [row.code for row in _validate.CORRECTION_TABLE]
+    names = tuple(row.name for row in corrections.CORRECTION_TABLE)
+    assert names == corrections.CORRECTIONS == gpae_ref.CORRECTIONS == oracle.CORRECTIONS
+    assert config.CORRECTIONS is corrections.CORRECTIONS
+    codes = [row.code for row in corrections.CORRECTION_TABLE]
     assert len(set(codes)) == len(codes)  # the kernels branch on distinct codes
-    assert dict(_validate.CORRECTION_CODES) == dict(zip(names, codes))
+    assert dict(corrections.CORRECTION_CODES) == dict(zip(names, codes))
     assert gpae_ref.CORRECTIONS[3] == "dt"  # the default correction
 
 
 def test_table_ratio_and_log_forms_agree():
     """Each row's ratio form (the oracle's) equals exp of its log form (the estimators')."""
-    from gpae_ref._validate import CORRECTION_TABLE
+    from gpae_ref.corrections import CORRECTION_TABLE
 
     rng = np.random.default_rng(3)
     l = rng.uniform(-3, 3, (50, 4))  # own log-ratios of 4 agents
@@ -137,7 +137,7 @@ def test_table_ratio_and_log_forms_agree():
 
 def test_table_matches_the_hand_values():
     """The hand-worked traces of two_agent_two_step come out of the table."""
-    from gpae_ref._validate import CORRECTION_TABLE
+    from gpae_ref.corrections import CORRECTION_TABLE
 
     own = np.array([2.0, 0.5])
     others = own[::-1].copy()
@@ -150,7 +150,7 @@ def test_docs_state_the_table():
     """README and the trace_coefficients docstring give every row's formula, as in the table."""
     from pathlib import Path
 
-    from gpae_ref._validate import CORRECTION_TABLE
+    from gpae_ref.corrections import CORRECTION_TABLE
 
     readme = Path(__file__).resolve().parents[1] / "README.md"
     text = " ".join(readme.read_text().split()) if readme.exists() else None
@@ -161,7 +161,7 @@ def test_docs_state_the_table():
 
 
 def test_unknown_correction_names_the_argument():
-    from gpae_ref._validate import correction_row
+    from gpae_ref.corrections import correction_row
 
     with pytest.raises(ValueError, match="^correction must be one of 'none', 'it', 'st', 'dt', 'full'"):
         correction_row("vtrace")

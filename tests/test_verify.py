@@ -354,7 +354,7 @@ def test_cli_partial_and_single_agent_estimators():
     ("no_colon_here", "package.module:function"),
     ("gpae_ref.no_such_module:f", "cannot import module"),
     ("gpae_ref.reference:no_such_function", "has no attribute"),
-    ("gpae_ref._validate:CORRECTIONS", "is not callable"),
+    ("gpae_ref.corrections:CORRECTIONS", "is not callable"),
     ("broken_module:f", "ZeroDivisionError"),
 ])
 def test_cli_bad_spec_is_a_one_line_error_exit_2(spec, message, tmp_path):

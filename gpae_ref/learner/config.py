@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gpae_ref._validate import CORRECTIONS, ETA_RANGE  # the one table of corrections; eta's range
+from gpae_ref.corrections import CORRECTIONS
+from gpae_ref.validation import ETA_RANGE  # the one table of corrections; eta's range
 
 ADVANTAGES = ("gae", "gpae", "coma", "dop")
 MARGINALISE = ("current", "behaviour")

@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from gpae_ref._validate import CORRECTIONS
+from gpae_ref.corrections import CORRECTIONS
 from gpae_ref.verify import hints
 from gpae_ref.verify.cases import CHECK_NAMES, GROUPS, Case, build_cases
 from gpae_ref.verify.options import VerifyOptions

@@ -20,7 +20,7 @@ from collections import Counter
 
 import numpy as np
 
-from gpae_ref._validate import CORRECTIONS
+from gpae_ref.corrections import CORRECTIONS
 from gpae_ref.verify.cases import _direct, _reference_expected, random_inputs
 from gpae_ref.verify.options import LAYOUTS
 from gpae_ref.verify.report import FAIL, Cell

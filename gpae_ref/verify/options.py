@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gpae_ref._validate import CORRECTIONS
+from gpae_ref.corrections import CORRECTIONS
 from gpae_ref.verify.cases import CHECK_NAMES
 
 #: Value-target conventions. The spec's v^i_t = E^i_t + min(1, rho^i_t) A^i_t ("clipped"); the plain
