@@ -30,6 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from gpae_ref._xla_flags import SAFE_CPU_FLAGS, xla_flags
+from gpae_ref.learner.config import check_scenario, LearnerConfig
+from gpae_ref.learner.devices import (env_axes, env_shardings, initialize_distributed, is_writer,
+                                      make_mesh, pick_devices, place)
+from gpae_ref.learner.runfolder import (check_smax, keep_rows, load_state, Lock, new_record, read_record,
+                                        record_config, reproduce_command, resume_entry, RunFolder,
+                                        write_json)
+from gpae_ref.learner.runloop import Program, run_loop, save, Schedule, StopFlag
+from gpae_ref.learner.settings import SETTINGS_HELP, add_config_flags, config_fields, given_config_flags
 
 PRESETS = {
     # The README's main job: GPAE on 3m in about 10 minutes on 2 CPU cores (see docs/learner.md).
@@ -43,9 +51,6 @@ SMAX_HINT = 'pip install -e ".[smax]"   (or: make demo, which sets up .venv with
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI; builds without jax or jaxmarl (``--help`` works before the smax extra is installed)."""
-    from gpae_ref.learner.runloop import Schedule
-    from gpae_ref.learner.settings import SETTINGS_HELP, add_config_flags
-
     d = Schedule()
     p = argparse.ArgumentParser(prog="python -m gpae_ref.train", description=__doc__.split("\n\n")[0],
                                 epilog=f"Training needs the smax extra: {SMAX_HINT}")
@@ -97,9 +102,6 @@ def missing_smax() -> str | None:
 
 def config_from_args(args, parser):
     """LearnerConfig from --settings, --preset and the field flags; errors name the flag."""
-    from gpae_ref.learner.config import LearnerConfig, check_scenario
-    from gpae_ref.learner.settings import config_fields
-
     try:
         cfg = LearnerConfig(**config_fields(args, args.settings, PRESETS.get(args.preset)))
         check_scenario(cfg)
@@ -110,8 +112,6 @@ def config_from_args(args, parser):
 
 def schedule_from(args, parser, saved: dict | None = None):
     """Schedule: the flags given, else the saved run's (``--resume``), else the defaults."""
-    from gpae_ref.learner.runloop import Schedule
-
     fields = dict(saved or {})
     fields.update({k: getattr(args, k) for k in SCHEDULE_FLAGS if getattr(args, k) is not None})
     try:
@@ -122,8 +122,6 @@ def schedule_from(args, parser, saved: dict | None = None):
 
 def prepare_new_run(args, parser, cfg):
     """The ``RunFolder`` of a new run, created and emptied of an old run's files; errors name the flag."""
-    from gpae_ref.learner.runfolder import RunFolder
-
     name = args.name or default_name(cfg)
     runs = Path(args.runs_dir)
     if runs.exists() and not runs.is_dir():
@@ -148,9 +146,6 @@ def prepare_new_run(args, parser, cfg):
 
 def open_resumed_run(args, parser, smax: str):
     """(RunFolder, LearnerConfig, Schedule, record) of ``--resume``; a bad folder ends in one line."""
-    from gpae_ref.learner.runfolder import RunFolder, check_smax, read_record, record_config
-    from gpae_ref.learner.settings import given_config_flags
-
     folder = RunFolder(Path(args.resume))
     if not folder.path.is_dir():
         parser.error(f"--resume: {folder.path} is not a folder; give a run folder (it holds run.json).")
@@ -193,8 +188,6 @@ def restore(folder, trainer, cfg, allow_unchecked: bool, writer: bool = True):
     nothing in the folder changes before the state has loaded."""
     import jax
 
-    from gpae_ref.learner.runfolder import keep_rows, load_state, resume_entry
-
     template = jax.eval_shape(trainer.init_fn, jax.random.PRNGKey(cfg.seed))
     state, meta, kind = load_state(folder, template, {"config": cfg.to_dict(), "seeds": None},
                                    allow_unchecked=allow_unchecked)
@@ -221,8 +214,6 @@ def main(argv=None, *, trainers: dict | None = None) -> int:
               file=sys.stderr)
         return 2
     from gpae_ref.learner.env import smax_version
-    from gpae_ref.learner.runfolder import Lock, RunFolder
-
     smax = smax_version()
     try:
         if args.resume:
@@ -254,8 +245,6 @@ def start_hosts(args, parser) -> None:
 
         if importlib.util.find_spec("jax") is None:
             parser.error(f"--coordinator: several hosts need jax (the smax extra: {SMAX_HINT})")
-        from gpae_ref.learner.devices import initialize_distributed, is_writer
-
         initialize_distributed(args.coordinator, args.num_processes, args.process_id)
         args.writer = is_writer()
     else:
@@ -271,8 +260,6 @@ def env_mesh(cfg, requested: int | None):
     a count that cannot work is refused before anything is compiled."""
     import jax
 
-    from gpae_ref.learner.devices import make_mesh, pick_devices
-
     if requested is None and jax.process_count() == 1:
         return None
     if requested is None:
@@ -283,8 +270,6 @@ def env_mesh(cfg, requested: int | None):
 def spread_envs(state, cfg, trainer, mesh):
     """``state`` with its environments split over ``mesh`` (unchanged for None)."""
     import jax
-
-    from gpae_ref.learner.devices import env_axes, env_shardings, place
 
     if mesh is None:
         return state
@@ -301,8 +286,6 @@ def spread_envs(state, cfg, trainer, mesh):
 
 def _train(args, folder, cfg, schedule, record, smax, trainers) -> int:
     import jax
-
-    from gpae_ref.learner.runfolder import new_record, reproduce_command, write_json
 
     mesh = env_mesh(cfg, args.devices)
     trainer = get_trainer(cfg, trainers)
@@ -333,8 +316,6 @@ def _train(args, folder, cfg, schedule, record, smax, trainers) -> int:
 
 def _loop(args, folder, cfg, schedule, smax, trainer, state, wall0, title) -> int:
     from gpae_ref.learner import logbook
-    from gpae_ref.learner.runloop import Program, StopFlag, run_loop
-
     program = Program(run=trainer.run_updates, evaluate=trainer.evaluate, folder=folder, data=trainer.data,
                       steps_per_update=cfg.steps_per_update,
                       meta=lambda st, wall: {"config": cfg.to_dict(), "schedule": schedule.to_dict(), "smax": smax},
@@ -370,8 +351,6 @@ def _loop(args, folder, cfg, schedule, smax, trainer, state, wall0, title) -> in
 def _report(out, folder, schedule, trainer, program) -> int:
     """Print how the run ended -> exit code."""
     import jax
-
-    from gpae_ref.learner.runloop import save
 
     state, u, total = out.state, out.update, trainer.config.num_updates
     if out.status == "nan":

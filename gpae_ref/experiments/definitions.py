@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpae_ref.learner.settings import SETTINGS
+from gpae_ref.learner.config import LearnerConfig
 
 SCALES = ("tiny", "local", "paper", "authors")
 PAPER_STEPS = 10_000_000
@@ -208,8 +209,6 @@ def get_experiment(name: str) -> Experiment:
 
 def variant_config(exp: Experiment, scale_name: str, variant: Variant):
     """The ``LearnerConfig`` of one variant at one scale (seed left at its default; seeds are vmapped)."""
-    from gpae_ref.learner.config import LearnerConfig
-
     scale = exp.scale(scale_name)
     fields = dict(exp.base)
     fields.update(scale.base)

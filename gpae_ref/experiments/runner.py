@@ -22,6 +22,9 @@ from gpae_ref.experiments.definitions import (SCALES, Experiment, Scale, Variant
                                               get_experiment, select_seeds, select_variants, variant_config)
 from gpae_ref.learner.runfolder import (CKPT_DIR, FORMAT, Lock, RunFolder, RunFolderError, check_smax, keep_rows,
                                         load_state, read_json, reproduce_command, resume_entry, write_json)
+from gpae_ref.learner.config import LearnerConfig
+from gpae_ref.learner.devices import leading_axis_shardings, make_mesh, pick_devices, place
+from gpae_ref.learner.runloop import Program, run_loop, Schedule, StopFlag
 
 def seed_csv(vdir: Path, seed: int) -> Path:
     return vdir / f"seed{seed}.csv"
@@ -71,8 +74,6 @@ def _run_record(exp: Experiment, scale_name: str, variant: Variant, config, seed
 def same_config(old: dict | None, new: dict) -> bool:
     """Two recorded learner configs are the same config: a field added to ``LearnerConfig`` after a
     run was recorded is missing from its record and counts as its default."""
-    from gpae_ref.learner.config import LearnerConfig
-
     if old is None:
         return False
     try:
@@ -256,9 +257,6 @@ def _train_variant(exp, scale_name, variant, folder: RunFolder, config, record, 
                    restart=False, devices=None) -> VariantOutcome:
     """The body of ``run_variant`` once the variant's folder is locked: the shared run loop with
     one chunk per evaluation, each followed by a checkpoint."""
-    from gpae_ref.learner.devices import leading_axis_shardings, make_mesh, pick_devices, place
-    from gpae_ref.learner.runloop import Program, Schedule, StopFlag, run_loop
-
     total, seeds = config.num_updates, folder.seeds
     mesh = make_mesh(pick_devices(devices, len(seeds), "seeds"))
     trainer, init, run, evaluate = _compiled(config, cache)
@@ -336,8 +334,6 @@ def _start_state(folder: RunFolder, init, config, record, total, restart, log, n
 def train_commands(exp: Experiment, scale_name: str, variant: Variant) -> dict[str, str]:
     """Per seed, the ``python -m gpae_ref.train`` command that runs the same learner, seed and schedule
     alone (one seed, not vmapped: equal settings, not necessarily bit-equal numbers)."""
-    from gpae_ref.learner.runloop import Schedule
-
     config = variant_config(exp, scale_name, variant)
     every = eval_every(config, exp.scale(scale_name))
     return {str(s): reproduce_command(dataclasses.replace(config, seed=s), Schedule(every, every, every),

@@ -37,7 +37,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpae_ref.learner.config import LearnerConfig
 from gpae_ref.learner.dataspec import DataSpec
+from gpae_ref.learner.settings import train_argv
 
 FORMAT = "gpae-ref-run/2"
 RECORD = "run.json"
@@ -143,8 +145,6 @@ def read_record(folder: RunFolder) -> dict:
 
 def record_config(record: dict, path: Path):
     """The ``LearnerConfig`` of a run record; ``RunFolderError`` naming the file and field if invalid."""
-    from gpae_ref.learner.config import LearnerConfig
-
     cfg = record.get("config")
     if not isinstance(cfg, dict):
         raise RunFolderError(f"{path}: 'config' is missing or not an object; restore the file from git or a copy.")
@@ -178,8 +178,6 @@ def check_smax(recorded: str | None, have: str, where: str, flag: str = "--resum
 
 def reproduce_command(config, schedule, name: str | None = None) -> str:
     """The one ``python -m gpae_ref.train`` command that runs ``config`` with ``schedule``."""
-    from gpae_ref.learner.settings import train_argv
-
     sched = [x for k, v in schedule.to_dict().items() for x in (f"--{k.replace('_', '-')}", str(v))]
     tail = ["--name", name] if name else []
     return " ".join(["python -m gpae_ref.train", *train_argv(config), *sched, *tail])
@@ -219,8 +217,6 @@ def load_state(folder: RunFolder, template, expect: dict, *, allow_unchecked: bo
 
 
 def _check_belongs(path: Path, meta: dict, expect: dict) -> None:
-    from gpae_ref.learner.config import LearnerConfig
-
     fix = "it belongs to another run: put this run's own state back, or start this run again"
     if "seeds" in meta and "seeds" in expect and meta["seeds"] != expect["seeds"]:
         raise RunFolderError(f"{path}: written for seeds {meta['seeds']}, this run has {expect['seeds']}; {fix}.")

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gpae_ref.learner.dataspec import DataSpec
+from gpae_ref.learner.devices import host_state
 from gpae_ref.learner.runfolder import FORMAT, RunFolder, save_state
 
 
@@ -132,8 +133,6 @@ def all_finite(tree, data_field: str | None = None) -> bool:
     ``LearnerState`` only the learner's parts (networks, optimisers, hidden states), not WORLD
     nor the data buffer ``data_field``."""
     import jax
-    from gpae_ref.learner.devices import host_state
-
     if hasattr(tree, "_fields"):
         tree = [getattr(tree, k) for k in tree._fields if k not in (*WORLD, data_field)]
     for x in jax.tree_util.tree_leaves(host_state(tree)):
@@ -160,8 +159,6 @@ def state_update(state, seeds) -> int:
 def save(program: Program, state, wall: float) -> None:
     """The full checkpoint and the compact state of ``state`` (runfolder.save_state), gathered from
     every device (and host: every process calls this; only the writer writes)."""
-    from gpae_ref.learner.devices import host_state
-
     state = host_state(state)
     if not program.writer:
         return
@@ -184,8 +181,6 @@ def run_loop(program: Program, state, *, total: int, schedule: Schedule, wall0: 
     """
     import jax
     from gpae_ref.learner import logbook
-    from gpae_ref.learner.devices import host_state
-
     stop_at = total if stop_at is None else min(total, stop_at)
     seeds = program.folder.seeds
     u = state_update(state, seeds)
