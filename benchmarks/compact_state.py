@@ -2,6 +2,7 @@
 
     python benchmarks/compact_state.py --checkpoint results/hard-authors/mappo/ckpt/state-s0.safetensors
     python benchmarks/compact_state.py --build gpae:2 --scenario 5m_vs_6m --updates 1
+    python benchmarks/compact_state.py --checkpoint PATH --codecs   # the buffer through zlib / lzma presets
 
 ``--checkpoint`` measures an existing full checkpoint of a run folder (its config in
 the metadata says K); ``--build ADVANTAGE:K`` trains a fresh learner at the authors'
@@ -66,6 +67,8 @@ def main(argv=None) -> int:
     p.add_argument("--build", help="ADVANTAGE:K, e.g. gpae:2: train a fresh learner at the authors' settings")
     p.add_argument("--scenario", default="5m_vs_6m")
     p.add_argument("--updates", type=int, default=1)
+    p.add_argument("--codecs", action="store_true",
+                   help="also compress the buffer's raw bytes with zlib 6, lzma 1 and lzma 6 (size, time)")
     args = p.parse_args(argv)
     if (args.checkpoint is None) == (args.build is None):
         p.error("give one of --checkpoint PATH or --build ADVANTAGE:K")
@@ -80,7 +83,24 @@ def main(argv=None) -> int:
     row = measure(tensors, meta, reuse - 1, axis)
     print(f"| {config.get('scenario')} | {config.get('advantage')} | {reuse} | {row['full_mb']:.1f} | "
           f"{row['compact_mb']:.2f} ({row['compact_s']:.1f} s) | {row['no_rollout_mb']:.2f} ({row['no_rollout_s']:.1f} s) |")
+    if args.codecs:
+        codecs_table(tensors)
     return 0
+
+
+def codecs_table(tensors: dict) -> None:
+    """The buffer's raw bytes through each codec: why the compact state uses lzma preset 1."""
+    import lzma
+    import zlib
+
+    import numpy as np
+
+    raw = b"".join(np.ascontiguousarray(x).tobytes() for k, x in sorted(tensors.items()) if k.startswith(".buffer"))
+    for name, compress in (("zlib 6", lambda b: zlib.compress(b, 6)), ("lzma 1", lambda b: lzma.compress(b, preset=1)),
+                           ("lzma 6", lambda b: lzma.compress(b, preset=6))):
+        t0 = time.perf_counter()
+        size = len(compress(raw))
+        print(f"buffer {len(raw) / 1e6:.1f} MB, {name}: {size / 1e6:.2f} MB in {time.perf_counter() - t0:.1f} s")
 
 
 if __name__ == "__main__":

@@ -37,8 +37,8 @@ import numpy as np
 
 FORMAT = "gpae-ref-checkpoint/1"
 COMPACT_FORMAT = "gpae-ref-compact/1"
-# lzma preset 1: on the authors' 5m_vs_6m buffer 7.2 MB in 5 s; preset 6 gives 6.7 MB in 55 s, zlib 10.3 MB
-# (benchmarks/compact_state.py; docs/learner.md).
+# lzma preset 1: a 128-env rollout of the authors' 5m_vs_6m setting compresses to 6.9 MB in 4 s; preset 6
+# gives 6.4 MB in 28 s, zlib 9.9 MB (benchmarks/compact_state.py --codecs; docs/learner.md).
 LZMA_PRESET = 1
 FIX = "delete it (or restore a copy) and resume again"
 
