@@ -164,3 +164,15 @@ def test_two_processes_on_gloo_match_one_device(result, tmp_path):
     _close(rows, result["envs_rows"][0])
     assert sorted(p.name for p in (tmp_path / "hosts").iterdir()) == ["ckpt", "curve.png", "metrics.csv",
                                                                        "resume.safetensors.xz", "run.json"]
+
+
+def test_make_mesh_on_a_jax_without_axis_type(monkeypatch):
+    """JAX before 0.5 (the authors' SMAX venv: 0.4.38) has no ``jax.sharding.AxisType``;
+    the runner's mesh must still build there (it once raised AttributeError at start)."""
+    import jax
+
+    from gpae_ref.learner.devices import AXIS, make_mesh
+
+    monkeypatch.delattr(jax.sharding, "AxisType", raising=False)
+    mesh = make_mesh(jax.devices()[:1])
+    assert mesh.axis_names == (AXIS,) and mesh.devices.size == 1

@@ -63,10 +63,17 @@ def pick_devices(requested: int | None, divides: int, what: str, flag: str = "--
 
 
 def make_mesh(devices):
-    """A one-axis mesh (axis ``d``) over ``devices``, automatic sharding propagation."""
+    """A one-axis mesh (axis ``d``) over ``devices``, automatic sharding propagation.
+
+    JAX before 0.5 (the authors' SMAX venv has 0.4.38) has no ``AxisType``; its meshes
+    are automatic already, so the argument is only passed where it exists.
+    """
     import jax
 
-    return jax.sharding.Mesh(np.array(devices), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
+    axis_type = getattr(jax.sharding, "AxisType", None)
+    if axis_type is None:
+        return jax.sharding.Mesh(np.array(devices), (AXIS,))
+    return jax.sharding.Mesh(np.array(devices), (AXIS,), axis_types=(axis_type.Auto,))
 
 
 def _spec(ndim: int, axis: int | None):
