@@ -142,7 +142,8 @@ def gpu_present() -> bool:
         return False
 
 
-def bench_size(B: int, repeats: int, jax_against: str | None = None) -> list[tuple[str, float | None, str]]:
+def bench_size(B: int, repeats: int, jax_against: str | None = None,
+               numba_against: str | None = None) -> list[tuple[str, float | None, str]]:
     """(row name, median seconds or None, note) for one size; the copy row first."""
     import jax
     import jax.numpy as jnp
@@ -162,6 +163,14 @@ def bench_size(B: int, repeats: int, jax_against: str | None = None) -> list[tup
     out = (np.empty_like(data["logp_target"]), np.empty_like(data["logp_target"]))
     rows.append(("numba kernel, preallocated outputs",
                  median_time(lambda: gpae_numba(**data, **kw, out=out), repeats), "gpae_numba(..., out=)"))
+    if numba_against:
+        from _at_revision import module_at
+
+        before_numba = module_at(numba_against, "kernels/numba_cpu.py", "numba_cpu_at_rev").gpae_numba
+        rows.append((f"numba kernel at {numba_against} (before), preallocated outputs",
+                     median_time(lambda: before_numba(**data, **kw, out=out), repeats), "same data, same process"))
+        rows.append(("numba kernel, preallocated outputs (again, after the before row)",
+                     median_time(lambda: gpae_numba(**data, **kw, out=out), repeats), "drift check"))
     import numba
 
     threads = numba.get_num_threads()
@@ -256,6 +265,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=21, help="timed repeats per row (median)")
     ap.add_argument("--write", metavar="MD", help="write the markdown report to this file")
     ap.add_argument("--jax-against", metavar="REV", help="also time gpae_ref/jax_backend.py at this git revision")
+    ap.add_argument("--numba-against", metavar="REV", help="also time kernels/numba_cpu.py at this git revision")
     ap.add_argument("--threading-layer", default="workqueue",
                     choices=["workqueue", "omp", "tbb", "default"],
                     help="Numba threading layer for the parallel kernel (default workqueue: "
@@ -266,7 +276,7 @@ def main(argv=None) -> int:
 
         numba.config.THREADING_LAYER = args.threading_layer  # before the first parallel call
     start_load = load_average()
-    results = {B: bench_size(B, args.repeats, args.jax_against) for B in args.sizes}
+    results = {B: bench_size(B, args.repeats, args.jax_against, args.numba_against) for B in args.sizes}
     report = table(results)
     print(machine(start_load))
     print(report)
@@ -283,6 +293,8 @@ def write_report(path: str, report: str, args, start_load: str = "?") -> None:
         cmd += f" --threading-layer {args.threading_layer}"
     if args.jax_against:
         cmd += f" --jax-against {args.jax_against}"
+    if args.numba_against:
+        cmd += f" --numba-against {args.numba_against}"
     with open(path) as f:
         text = f.read()
     begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"

@@ -187,6 +187,92 @@ def _count_not_binary(x):
 
 
 @njit(inline="always")
+def _own_log_ratios(lt_t, lb_t, mask_t, has_mask, l, zero, lt_min, lb_min):
+    """Step (1): l = lt - lb (0 where masked), flat; returns how many inputs are out of range.
+
+    A log-prob is valid iff its minimum <= x <= 0 (false for NaN, +-inf); a mask entry
+    iff 0 or 1. Row views: indexing the 2-D arrays directly, lt[t, j0 + j], stops LLVM
+    from vectorising and runs ~3x slower.
+    """
+    nbad = 0
+    if has_mask:
+        for j in range(l.shape[0]):
+            a, b, mk = lt_t[j], lb_t[j], mask_t[j]
+            l[j] = a - b if mk != 0 else zero
+            nbad += not ((a <= zero) & (a >= lt_min) & (b <= zero) & (b >= lb_min)
+                         & ((mk == 0) | (mk == 1)))
+    else:
+        for j in range(l.shape[0]):
+            a, b = lt_t[j], lb_t[j]
+            l[j] = a - b
+            nbad += not ((a <= zero) & (a >= lt_min) & (b <= zero) & (b >= lb_min))
+    return nbad
+
+
+@njit(inline="always")
+def _joint_factors(code, l, pj, pjb, nb, N, zero):
+    """Step (2): per environment the joint log-ratio (a sequential sum) and its factor
+    (min(1, rho_t), or rho_t for full) into ``pj``, broadcast to the agents into ``pjb``."""
+    for e in range(nb):
+        # float64 even for float32 data: a float32 running sum over many agents with
+        # large log-ratios of both signs loses digits (128 agents of |l| ~ 13: 3e-3)
+        s = 0.0
+        for i in range(N):
+            s += l[e * N + i]
+        pj[e] = s
+    if code == FULL:
+        for e in range(nb):
+            pj[e] = math.exp(pj[e])
+    else:
+        for e in range(nb):
+            pj[e] = _exp_nonpos(min(zero, pj[e]))
+    _broadcast(pj, pjb, nb, N)
+
+
+@njit(inline="always")
+def _recursion_for(code, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t, zero, one, gamma, gamma_lam,
+                   eta, log_eta):
+    """Step (4): ``_recursion`` with a constant ``code`` in each call, so the correction's
+    branch folds away inside the vectorised loop."""
+    if code == NONE:
+        _recursion(NONE, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                   zero, one, gamma, gamma_lam, eta, log_eta)
+    elif code == IT:
+        _recursion(IT, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                   zero, one, gamma, gamma_lam, eta, log_eta)
+    elif code == ST:
+        _recursion(ST, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                   zero, one, gamma, gamma_lam, eta, log_eta)
+    elif code == DT:
+        _recursion(DT, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                   zero, one, gamma, gamma_lam, eta, log_eta)
+    elif code == FULL:
+        _recursion(FULL, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                   zero, one, gamma, gamma_lam, eta, log_eta)
+    else:
+        _recursion(_DT_SMALL_ETA, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                   zero, one, gamma, gamma_lam, eta, log_eta)
+
+
+@njit(inline="always")
+def _redo_done(code, d_t, nb, N, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t, zero, one, gamma, gamma_lam,
+               eta, log_eta):
+    """Step (5): the environments done at t again, with the cut (1 - d_t = 0: no bootstrap,
+    no trace; never inf * 0). The same expressions as ``_recursion`` with 1 - d_t in them,
+    so results equal the reference's per-element select."""
+    for e in range(nb):
+        if d_t[e] != 0:
+            for j in range(e * N, e * N + N):
+                w, c = _coefficients(code, l[j], pjb[j], zero, one, eta, log_eta)
+                ec = v_c[j]
+                delta = rwb[j] + gamma * zero * v_n[j] - ec
+                a = delta + gamma_lam * zero
+                adv_t[j] = a
+                vt_t[j] = ec + w * a
+                ca[j] = c * a
+
+
+@njit(inline="always")
 def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
                  zero, one, gamma, gamma_lam, eta, log_eta, lt_min, lb_min, vmax, envs_per_block,
                  adv, vt, bad):
@@ -228,50 +314,20 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
         enb = np.empty(m, dt)  # shared values only: E_{t+1}, broadcast
         ca = np.zeros(m, dt)  # c_{t+1} A_{t+1}; A_T = 0
         pj = np.empty(nb, dt)  # per environment: joint log-ratio, then its factor
-        nbad = 0
         if shared:
             _broadcast(values[T, b0:b0 + nb], enb, nb, N)
-            nbad += _count_beyond(values[T, b0:b0 + nb], vmax)
+            nbad = _count_beyond(values[T, b0:b0 + nb], vmax)
         else:
-            nbad += _count_beyond(values[T, j0:j0 + m], vmax)
+            nbad = _count_beyond(values[T, j0:j0 + m], vmax)
         for t in range(T - 1, -1, -1):
-            lt_t = lt[t, j0:j0 + m]
-            lb_t = lb[t, j0:j0 + m]
-            mask_t = mask[t, j0:j0 + m]
             d_t = dones[t, b0:b0 + nb]
             adv_t = adv[t, j0:j0 + m]
             vt_t = vt[t, j0:j0 + m]
-            # (1) own log-ratios, flat (row views: indexing the 2-D arrays directly,
-            # lt[t, j0 + j], stops LLVM from vectorising and runs ~3x slower).
-            # The check: a log-prob is valid iff its minimum <= x <= 0 (false for NaN, +-inf).
-            if has_mask:
-                for j in range(m):
-                    a, b, mk = lt_t[j], lb_t[j], mask_t[j]
-                    l[j] = a - b if mk != 0 else zero
-                    nbad += not ((a <= zero) & (a >= lt_min) & (b <= zero) & (b >= lb_min)
-                                 & ((mk == 0) | (mk == 1)))
-            else:
-                for j in range(m):
-                    a, b = lt_t[j], lb_t[j]
-                    l[j] = a - b
-                    nbad += not ((a <= zero) & (a >= lt_min) & (b <= zero) & (b >= lb_min))
+            nbad += _own_log_ratios(lt[t, j0:j0 + m], lb[t, j0:j0 + m], mask[t, j0:j0 + m], has_mask, l,
+                                    zero, lt_min, lb_min)
             nbad += _count_beyond(rewards[t, b0:b0 + nb], vmax) + _count_not_binary(d_t)
-            # (2) per environment: the joint log-ratio (a sequential sum) and its factor.
-            if code != NONE and code != IT:  # the joint log-ratio is needed
-                for e in range(nb):
-                    # float64 even for float32 data: a float32 running sum over many agents with
-                    # large log-ratios of both signs loses digits (128 agents of |l| ~ 13: 3e-3)
-                    s = 0.0
-                    for i in range(N):
-                        s += l[e * N + i]
-                    pj[e] = s
-                if code == FULL:
-                    for e in range(nb):
-                        pj[e] = math.exp(pj[e])
-                else:
-                    for e in range(nb):
-                        pj[e] = _exp_nonpos(min(zero, pj[e]))
-                _broadcast(pj, pjb, nb, N)
+            if code != NONE and code != IT:  # (2) the joint log-ratio is needed
+                _joint_factors(code, l, pj, pjb, nb, N, zero)
             # (3) per-environment numbers to per-element rows.
             _broadcast(rewards[t, b0:b0 + nb], rwb, nb, N)
             if shared:
@@ -282,43 +338,15 @@ def _gpae_blocks(rewards, values, dones, lt, lb, mask, has_mask, shared, code,
             else:
                 v_c = values[t, j0:j0 + m]
                 v_n = values[t + 1, j0:j0 + m]
-            # (4) every element as if not done, one vectorised loop per correction (a
-            # constant ``code`` in each call, so the branch folds away) ...
-            if code == NONE:
-                _recursion(NONE, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                           zero, one, gamma, gamma_lam, eta, log_eta)
-            elif code == IT:
-                _recursion(IT, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                           zero, one, gamma, gamma_lam, eta, log_eta)
-            elif code == ST:
-                _recursion(ST, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                           zero, one, gamma, gamma_lam, eta, log_eta)
-            elif code == DT:
-                _recursion(DT, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                           zero, one, gamma, gamma_lam, eta, log_eta)
-            elif code == FULL:
-                _recursion(FULL, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
-                           zero, one, gamma, gamma_lam, eta, log_eta)
-            else:
-                _recursion(_DT_SMALL_ETA, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+            # (4) every element as if not done, then (5) the done environments again.
+            _recursion_for(code, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
                            zero, one, gamma, gamma_lam, eta, log_eta)
             # The values row is checked in a loop of its own, while it is in cache: a
-            # count inside the recursion loop above stops LLVM from vectorising it.
+            # count inside the recursion loop stops LLVM from vectorising it.
             if not shared:
                 nbad += _count_beyond(v_c, vmax)
-            # ... then the environments done at t again, with the cut (1 - d_t = 0: no
-            # bootstrap, no trace; never inf * 0). The same expressions as the
-            # loop with 1 - d_t in them, so results equal the per-element select.
-            for e in range(nb):
-                if d_t[e] != 0:
-                    for j in range(e * N, e * N + N):
-                        w, c = _coefficients(code, l[j], pjb[j], zero, one, eta, log_eta)
-                        ec = v_c[j]
-                        delta = rwb[j] + gamma * zero * v_n[j] - ec
-                        a = delta + gamma_lam * zero
-                        adv_t[j] = a
-                        vt_t[j] = ec + w * a
-                        ca[j] = c * a
+            _redo_done(code, d_t, nb, N, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t,
+                       zero, one, gamma, gamma_lam, eta, log_eta)
             if shared:
                 evb, enb = enb, evb
         bad[blk] = nbad
