@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from gpae_ref.verify.rerun import save_counterexample
+
 PASS, FAIL, NA, NOT_CHECKED = "pass", "FAIL", "n/a", "not checked"
 
 
@@ -279,8 +281,6 @@ class VerifyReport:
         Running ``python <name>.py`` from that folder reruns the failing call(s)
         on the saved inputs and prints expected against got. Returns the paths.
         """
-        from gpae_ref.verify.rerun import save_counterexample
-
         d = Path(directory)
         if d.exists() and not d.is_dir():
             raise ValueError(f"directory {str(d)!r} exists and is not a folder; pass a folder path.")

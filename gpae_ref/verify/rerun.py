@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:  # the type only: report imports this module to save counterexamples
-    from gpae_ref.verify.report import Counterexample
 
 _SNIPPET = '''"""Rerun verify's counterexample: [{check} / {correction}] {title}
 
@@ -83,9 +80,10 @@ def _import_line(label: str) -> str:
     return f"estimator = ...  # the estimator verify checked ({label}): import or define it here"
 
 
-def save_counterexample(x: Counterexample, folder: Path, stem: str, label: str, agents: int | None,
+def save_counterexample(x: Any, folder: Path, stem: str, label: str, agents: int | None,
                         layout: str) -> list[Path]:
-    """Write ``<stem>.npz`` and ``<stem>.py``; return both paths."""
+    """Write ``<stem>.npz`` and ``<stem>.py`` for ``x`` (a ``gpae_ref.verify.report.Counterexample``:
+    that module imports this one, so the type is named here, not imported); return both paths."""
     arrays: dict[str, np.ndarray] = {}
     for j, (inputs, _opts) in enumerate(x.calls):
         for k, v in inputs.items():
