@@ -25,6 +25,14 @@ agent's column (stride N), or over the N agents of one environment at runtime
 N (too short), does not vectorise and is several times slower. The only
 ``[T, B, N]`` arrays are the outputs; scratch is a few block rows.
 
+Each step is a plain ``@njit`` function: Numba links them into the kernel's LLVM
+module, where LLVM inlines them and folds the constant correction code of each
+``_recursion`` call. Only ``_gpae_blocks`` is inlined by Numba itself
+(``inline="always"``), because its ``prange`` must sit in the parallel driver.
+Inlining the steps at Numba's level too made a cold compile about 3.4x slower (59 s
+against 17 s for the serial and parallel kernels of one dtype, 2 busy cores) and the
+kernel no faster (``benchmarks/bench_estimators.py --numba-against REV``).
+
 There is no vectorised libm here (no SVML): float32 uses ``_exp_nonpos``, a
 branch-free Cephes-style expf that LLVM vectorises, wherever the argument is
 <= 0 (every truncated coefficient and min(1, rho^i)); ``full`` (untruncated,
@@ -110,7 +118,7 @@ def _exp_nonpos_impl(x):
     return impl
 
 
-@njit(inline="always")
+@njit
 def _broadcast(src, dst, nb, N):
     """dst[e*N + i] = src[e]: inner loops of a constant width where N allows (vector stores)."""
     if N % 8 == 0:
@@ -132,7 +140,7 @@ def _broadcast(src, dst, nb, N):
                 dst[e * N + i] = v
 
 
-@njit(inline="always")
+@njit
 def _coefficients(code, li, pv, zero, one, eta, log_eta):
     """(min(1, rho^i), c^i) from the own log-ratio li and the joint factor pv."""
     w = _exp_nonpos(min(zero, li))
@@ -149,7 +157,7 @@ def _coefficients(code, li, pv, zero, one, eta, log_eta):
     return w, c
 
 
-@njit(inline="always")
+@njit
 def _recursion(code, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t, zero, one, gamma, gamma_lam,
                eta, log_eta):
     """One step over a block's run, every element as if not done (1 - d_t = 1); vectorised.
@@ -167,7 +175,7 @@ def _recursion(code, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t, zero, one, gamma
         ca[j] = c * a
 
 
-@njit(inline="always")
+@njit
 def _count_beyond(x, vmax):
     """How many of the 1-D ``x`` are NaN or beyond +-vmax (inf included)."""
     bad = 0
@@ -176,7 +184,7 @@ def _count_beyond(x, vmax):
     return bad
 
 
-@njit(inline="always")
+@njit
 def _count_not_binary(x):
     """How many of the 1-D ``x`` are neither 0 nor 1."""
     bad = 0
@@ -186,7 +194,7 @@ def _count_not_binary(x):
     return bad
 
 
-@njit(inline="always")
+@njit
 def _own_log_ratios(lt_t, lb_t, mask_t, has_mask, l, zero, lt_min, lb_min):
     """Step (1): l = lt - lb (0 where masked), flat; returns how many inputs are out of range.
 
@@ -209,7 +217,7 @@ def _own_log_ratios(lt_t, lb_t, mask_t, has_mask, l, zero, lt_min, lb_min):
     return nbad
 
 
-@njit(inline="always")
+@njit
 def _joint_factors(code, l, pj, pjb, nb, N, zero):
     """Step (2): per environment the joint log-ratio (a sequential sum) and its factor
     (min(1, rho_t), or rho_t for full) into ``pj``, broadcast to the agents into ``pjb``."""
@@ -229,7 +237,7 @@ def _joint_factors(code, l, pj, pjb, nb, N, zero):
     _broadcast(pj, pjb, nb, N)
 
 
-@njit(inline="always")
+@njit
 def _recursion_for(code, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t, zero, one, gamma, gamma_lam,
                    eta, log_eta):
     """Step (4): ``_recursion`` with a constant ``code`` in each call, so the correction's
@@ -254,7 +262,7 @@ def _recursion_for(code, m, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t, zero, one, g
                    zero, one, gamma, gamma_lam, eta, log_eta)
 
 
-@njit(inline="always")
+@njit
 def _redo_done(code, d_t, nb, N, l, pjb, rwb, v_c, v_n, ca, adv_t, vt_t, zero, one, gamma, gamma_lam,
                eta, log_eta):
     """Step (5): the environments done at t again, with the cut (1 - d_t = 0: no bootstrap,
