@@ -23,7 +23,7 @@ oracle: $(STAMP)
 
 # The test command (.ci/run calls this).
 test: $(STAMP)
-	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -p no:cacheprovider --hypothesis-profile=ci -n auto --dist loadgroup
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -p no:cacheprovider --hypothesis-profile=ci -n auto --dist loadfile
 
 # Benchmarks (not tests): estimator backends, then the learner. Results go to docs/.
 bench: $(STAMP)

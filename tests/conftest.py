@@ -15,11 +15,9 @@ backend optimisation level 0 (``TEST_XLA_FLAGS``): a tiny learner compiles in ~1
 ~21 s, and no test times a run (the training CLIs add their own CPU flags on top, as always).
 """
 
-import inspect
 import os
 import shutil
 import tempfile
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -51,47 +49,6 @@ def pytest_unconfigure(config):
         os.environ.pop(_CACHE_VAR, None)
         shutil.rmtree(_session_cache, ignore_errors=True)
         _session_cache = None
-
-def _shared_fixtures(item) -> list[str]:
-    """Keys of the instances of this suite's own module- or session-scoped fixtures ``item`` uses."""
-    here = Path(__file__).resolve().parent
-    keys = []
-    for name, defs in getattr(item, "_fixtureinfo", None) and item._fixtureinfo.name2fixturedefs.items() or ():
-        fixture = defs[-1]
-        scope = getattr(fixture.scope, "value", fixture.scope)
-        try:
-            ours = Path(inspect.getsourcefile(fixture.func)).resolve().is_relative_to(here)
-        except TypeError:
-            ours = False
-        if ours and scope == "session":
-            keys.append(name)
-        elif ours and scope in ("package", "module", "class"):
-            keys.append(f"{item.path}::{name}")
-    return keys
-
-
-def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``): tests that share an
-    instance of a costly fixture (a module- or session-scoped one of this suite: a compiled
-    learner, a subprocess's results) run in one worker, so it is built once, as without xdist.
-    The groups are derived from the fixtures the tests use (connected components), not listed."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    parent: dict[str, str] = {}
-
-    def root(k: str) -> str:
-        while parent.setdefault(k, k) != k:
-            k = parent[k]
-        return k
-
-    keyed = [(item, _shared_fixtures(item)) for item in items]
-    for _, keys in keyed:
-        for k in keys[1:]:
-            parent[root(k)] = root(keys[0])
-    for item, keys in keyed:
-        if keys:
-            item.add_marker(pytest.mark.xdist_group(root(keys[0])))
-
 
 settings.register_profile(
     "ci",
