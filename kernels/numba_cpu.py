@@ -388,7 +388,15 @@ def envs_per_block(B: int, N: int, threads: int) -> int:
 
 
 def _flags(x):
-    return np.ascontiguousarray(host_flags(x))
+    """``dones`` or ``mask`` for the kernel in one of three dtypes (uint8, float32, float64), so
+    Numba compiles three flag variants, not one per integer width. One-byte arrays (bool,
+    int8) are viewed as uint8: the same bits, so 0 and 1 stay 0 and 1 and nothing else
+    becomes either. Wider integers become float64: no integer other than 0 or 1 converts to
+    0.0 or 1.0, so the kernel's 0/1 check counts exactly the entries it did."""
+    x = np.ascontiguousarray(host_flags(x))
+    if x.dtype.itemsize == 1:
+        return x.view(np.uint8)
+    return x.astype(np.float64) if x.dtype.kind in "iu" else x
 
 
 def run_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: float, lam: float,
@@ -414,7 +422,7 @@ def run_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: flo
     v = v if shared else v.reshape(T + 1, B * N)
     d = _flags(dones)
     has_mask = mask is not None
-    m = _flags(mask).reshape(T, B * N) if has_mask else np.ones((T, 1), np.bool_)
+    m = _flags(mask).reshape(T, B * N) if has_mask else np.ones((T, 1), np.uint8)
     if out is None:
         out = (np.empty((T, B, N), dt), np.empty((T, B, N), dt))
     adv, vt = (x.reshape(T, B * N) for x in out)
@@ -440,8 +448,8 @@ def gpae_numba(rewards, values, dones, logp_target, logp_behaviour, *, gamma: fl
     (in this kernel's own pass) and reports bad input. Computes and returns in
     ``gpae_ref.corrections.compute_dtype(logp_target)`` (float32 or float64);
     other inputs are converted to it (a copy only when their dtype differs or
-    they are not C-contiguous). ``dones`` and ``mask`` are read in their own
-    dtype (0 / nonzero). ``out``: optional (advantages, value_targets),
+    they are not C-contiguous). ``dones`` and ``mask`` are read as they are when
+    bool, one-byte, float32 or float64 (0 / nonzero), wider integers as float64. ``out``: optional (advantages, value_targets),
     C-contiguous ``[T, B, N]`` arrays of the compute dtype to write into (reuse
     buffers across calls instead of allocating, and page-faulting, new ones);
     checked here for shape, dtype and layout only.
