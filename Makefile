@@ -50,9 +50,10 @@ $(AUTHORS_STAMP): pyproject.toml
 env-authors: $(AUTHORS_STAMP)
 	$(AUTHORS_PY) -c "import importlib.metadata as m; print('jaxmarl', m.version('jaxmarl'), 'jax', m.version('jax'))"
 
-# The learner's SMAX tests on the authors' SMAX (jaxmarl 0.0.7).
+# The learner's and the experiment runner's SMAX tests on the authors' SMAX (jaxmarl 0.0.7, jax
+# 0.4.38): the runner is what make hard-authors runs there.
 test-authors: $(AUTHORS_STAMP)
-	NUMBA_ENABLE_CUDASIM=1 $(AUTHORS_PY) -m pytest -q -p no:cacheprovider --hypothesis-profile=ci -m smax tests/test_learner.py
+	NUMBA_ENABLE_CUDASIM=1 $(AUTHORS_PY) -m pytest -q -p no:cacheprovider --hypothesis-profile=ci -m smax tests/test_learner.py tests/test_experiments.py
 
 # The hard map at the authors' settings on the authors' SMAX, seed 0, one run after the other
 # (hours each on a CPU; resumable on any machine: the same command continues from the full

@@ -263,13 +263,18 @@ def test_list_cli(capsys):
         assert name in out
 
 
-def test_xla_flags_add_the_safe_cpu_flags_unless_asked():
-    safe = " ".join(xla.SAFE_CPU_FLAGS)
+@pytest.mark.parametrize("old_jaxlib", [False, True], ids=["jaxlib>=0.5", "jaxlib<0.5"])
+def test_xla_flags_add_the_safe_cpu_flags_unless_asked(monkeypatch, old_jaxlib):
+    """Every safe flag the installed jaxlib knows (0.4.38, the authors' venv, aborts on the newer two)."""
+    monkeypatch.setattr(xla, "_old_jaxlib", lambda: old_jaxlib)
+    known = [f for f in xla.SAFE_CPU_FLAGS if not (old_jaxlib and f.split("=")[0] in xla.NEWER_FLAGS)]
+    assert known and len(known) == len(xla.SAFE_CPU_FLAGS) - (len(xla.NEWER_FLAGS) if old_jaxlib else 0)
+    safe = " ".join(known)
     assert xla.xla_flags("", False) == safe
     assert xla.xla_flags("--foo=1", False) == f"--foo=1 {safe}"
     assert xla.xla_flags("--foo=1", True) == "--foo=1"
-    mine = "--xla_cpu_use_xnnpack=true"
-    assert xla.xla_flags(mine, False) == " ".join([mine, *xla.SAFE_CPU_FLAGS[1:]])
+    mine = "--xla_cpu_enable_concurrency_optimized_scheduler=true"  # set by the user: kept, not doubled
+    assert xla.xla_flags(mine, False) == " ".join([mine, *(f for f in known if not f.startswith(mine[:-5]))])
 
 
 def test_authors_scale_needs_the_authors_smax_and_seeds_run_one_at_a_time(tmp_path, cache):
