@@ -21,9 +21,10 @@ demo: $(STAMP)
 oracle: $(STAMP)
 	$(PY) -m gpae_ref demo
 
-# The test command (.ci/run calls this).
+# The test command (.ci/run calls this). One pytest-xdist worker per core, at most 4 (each holds
+# its own jax and compiled tiny learners in memory), a test file per worker at a time.
 test: $(STAMP)
-	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -p no:cacheprovider --hypothesis-profile=ci -n auto --dist loadfile
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -p no:cacheprovider --hypothesis-profile=ci -n auto --maxprocesses 4 --dist loadfile
 
 # Benchmarks (not tests): estimator backends, then the learner. Results go to docs/.
 bench: $(STAMP)
