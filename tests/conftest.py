@@ -11,8 +11,10 @@ folder, shared through ``JAX_COMPILATION_CACHE_DIR`` by this process and every c
 each distinct program once per session (a cached executable computes exactly what a fresh
 compilation does, so the bit-identical resume tests are unaffected). A cache folder the user
 already set is left as it is. The same children and this process also compile with XLA's CPU
-backend optimisation level 0 (``TEST_XLA_FLAGS``): a tiny learner compiles in ~12 s instead of
-~21 s, and no test times a run (the training CLIs add their own CPU flags on top, as always).
+backend optimisation level 0 and without LLVM's expensive passes (``TEST_XLA_FLAGS``): a tiny
+learner compiles in ~12 s instead of ~21 s at level 0, and another 15-25% faster without the
+passes (test_gae_run 31.5 -> 23.4 s, test_coma_run_with_reuse 43.9 -> 39.4 s, 2 busy cores); no
+test times a run (the training CLIs add their own CPU flags on top, as always).
 """
 
 import os
@@ -23,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 _CACHE_VAR = "JAX_COMPILATION_CACHE_DIR"
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
 _session_cache: str | None = None
 _saved_xla_flags: str | None = None
 
@@ -31,8 +33,8 @@ _saved_xla_flags: str | None = None
 def pytest_configure(config):
     global _session_cache, _saved_xla_flags
     _saved_xla_flags = os.environ.get("XLA_FLAGS")
-    if "xla_backend_optimization_level" not in (_saved_xla_flags or ""):
-        os.environ["XLA_FLAGS"] = f"{_saved_xla_flags or ''} {TEST_XLA_FLAGS}".strip()
+    mine = [f for f in TEST_XLA_FLAGS if f.split("=")[0] not in (_saved_xla_flags or "")]  # the user's win
+    os.environ["XLA_FLAGS"] = " ".join([_saved_xla_flags or "", *mine]).strip()
     if os.environ.get(_CACHE_VAR):
         return
     _session_cache = tempfile.mkdtemp(prefix="gpae-ref-jax-cache-")
