@@ -35,8 +35,9 @@ from gpae_ref.learner.devices import (env_axes, env_shardings, initialize_distri
                                       make_mesh, pick_devices, place)
 from gpae_ref.learner.runfolder import (check_smax, keep_rows, load_state, Lock, new_record, read_record,
                                         record_config, reproduce_command, resume_entry, RunFolder,
-                                        write_json)
-from gpae_ref.learner.runloop import Program, run_loop, save, Schedule, StopFlag
+                                        RunFolderError, write_json)
+from gpae_ref.learner.runloop import Program, run_loop, save, StopFlag
+from gpae_ref.learner.schedule import Schedule, SCHEDULE_FIELDS
 from gpae_ref.learner.settings import SETTINGS_HELP, add_config_flags, config_fields, given_config_flags
 
 PRESETS = {
@@ -45,7 +46,6 @@ PRESETS = {
     # The authors' budget (1e7 steps); hours on a CPU.
     "paper": dict(total_steps=10_000_000),
 }
-SCHEDULE_FLAGS = ("chunk", "eval_every", "checkpoint_every")
 SMAX_HINT = 'pip install -e ".[smax]"   (or: make demo, which sets up .venv with it)'
 
 
@@ -113,9 +113,9 @@ def config_from_args(args, parser):
 def schedule_from(args, parser, saved: dict | None = None):
     """Schedule: the flags given, else the saved run's (``--resume``), else the defaults."""
     fields = dict(saved or {})
-    fields.update({k: getattr(args, k) for k in SCHEDULE_FLAGS if getattr(args, k) is not None})
+    fields.update({k: getattr(args, k) for k in SCHEDULE_FIELDS if getattr(args, k) is not None})
     try:
-        return Schedule(**{k: v for k, v in fields.items() if k in SCHEDULE_FLAGS})
+        return Schedule(**{k: v for k, v in fields.items() if k in SCHEDULE_FIELDS})
     except ValueError as e:
         parser.error(str(e))
 
@@ -162,10 +162,12 @@ def open_resumed_run(args, parser, smax: str):
     saved = record.get("schedule")
     if saved is not None and not isinstance(saved, dict):
         parser.error(f"--resume: {folder.record_path}: 'schedule' is not an object; restore the file.")
+    if saved is None and "format" in record:  # train has written a schedule since the format was recorded
+        raise RunFolderError(f"{folder.record_path}: 'schedule' is missing; restore the file from git or a copy.")
     if saved is None:
         print("--resume: this run's record predates saved schedules; using the flags or defaults")
     schedule = schedule_from(args, parser, saved)
-    changed = [k for k in SCHEDULE_FLAGS if saved and getattr(args, k) is not None and getattr(args, k)
+    changed = [k for k in SCHEDULE_FIELDS if saved and getattr(args, k) is not None and getattr(args, k)
                != saved.get(k)]
     if changed:
         print(f"--resume: changing {', '.join('--' + k.replace('_', '-') for k in changed)} from the run's")
@@ -227,7 +229,8 @@ def main(argv=None, *, trainers: dict | None = None) -> int:
         with Lock(folder):
             return _train(args, folder, cfg, schedule, record, smax, trainers)
     except ValueError as e:  # CheckpointError, RunFolderError: one line naming the file and what to do
-        print(f"{'--resume: ' if args.resume else ''}{e}", file=sys.stderr)
+        prefix = "--resume: " if args.resume and not str(e).startswith("--resume") else ""
+        print(f"{prefix}{e}", file=sys.stderr)
         return 2
 
 

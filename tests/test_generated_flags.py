@@ -59,15 +59,17 @@ def test_every_numeric_field_has_a_range_and_its_default_is_in_it():
 
 
 def _outside(f) -> st.SearchStrategy:
+    """Values beyond either end of ``f``'s range: the edges themselves (where open) and the
+    nearest values past them, plus any value of the type further out (no finite list)."""
     r = field_range(f)
-    below = [r.lo] if r.lo_open else [r.lo - 1 if f.type == "int" else -abs(r.lo) - 1.0]
-    above = [r.hi] if r.hi_open else [r.hi + 1 if f.type == "int" else r.hi * 2 + 1.0]
-    if f.type == "float":
-        below.append(math.nextafter(r.lo, -math.inf) if not r.lo_open else r.lo)
-        above += [1e308, math.nextafter(r.hi, math.inf)]
-    else:
-        above.append(10**20)
-    return st.sampled_from(below + above)
+    if f.type == "int":
+        lo, hi = int(r.lo) - (not r.lo_open), int(r.hi) + (not r.hi_open)  # the nearest refused values
+        return st.sampled_from([lo, hi, 10**20]) | st.integers(max_value=lo) | st.integers(min_value=hi)
+    past_lo = r.lo if r.lo_open else math.nextafter(r.lo, -math.inf)
+    past_hi = r.hi if r.hi_open else math.nextafter(r.hi, math.inf)
+    return (st.sampled_from([past_lo, past_hi, 1e308, -1e308, math.inf, -math.inf])
+            | st.floats(max_value=past_lo, allow_nan=False)
+            | st.floats(min_value=past_hi, allow_nan=False))
 
 
 def _inside(f) -> st.SearchStrategy:

@@ -11,14 +11,19 @@ one line naming the file, and nothing in the folder changes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import event, HealthCheck, given, settings
+from hypothesis import strategies as st
 
 jax = pytest.importorskip("jax")
 pytest.importorskip("jaxmarl")
@@ -282,3 +287,94 @@ def test_a_kill_at_any_moment_of_a_checkpoint_resumes_bit_identical(straight_and
     a, _ = read_checkpoint(run / "ckpt" / "state.safetensors")
     b, _ = read_checkpoint(straight / "ckpt" / "state.safetensors")
     assert all(np.array_equal(a[n], b[n]) for n in b)
+
+
+# ----------------------------------------------------------------------------
+# Generated damage to the run record and the metrics CSV (examples: the Hypothesis profile's)
+# ----------------------------------------------------------------------------
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                  max_size=3), max_leaves=6)
+
+
+def _key_paths(obj, prefix=()):
+    """Every key path of a JSON object, nested objects included."""
+    for key, value in obj.items():
+        yield prefix + (key,)
+        if isinstance(value, dict):
+            yield from _key_paths(value, prefix + (key,))
+
+
+def _damaged_json(draw, data: bytes) -> bytes:
+    record = json.loads(data)
+    path = draw(st.sampled_from(sorted(_key_paths(record), key=str)))
+    parent = record
+    for key in path[:-1]:
+        parent = parent[key]
+    if draw(st.booleans()):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = draw(_JSON)
+    return json.dumps(record).encode()
+
+
+def _damaged_bytes(draw, data: bytes) -> bytes:
+    how = draw(st.sampled_from(["cut", "flip", "insert", "nul", "nul padding", "drop line", "repeat line"]))
+    i = draw(st.integers(0, len(data) - 1))
+    if how == "cut":
+        return data[:i]
+    if how == "flip":
+        return data[:i] + bytes([data[i] ^ (1 << draw(st.integers(0, 7)))]) + data[i + 1:]
+    if how in ("insert", "nul"):
+        return data[:i] + (draw(st.binary(min_size=1, max_size=8)) if how == "insert" else b"\0") + data[i:]
+    if how == "nul padding":  # what a power cut can leave at the end of a file
+        return data + b"\0" * draw(st.integers(1, 4096))
+    lines = data.splitlines(keepends=True)
+    j = draw(st.integers(0, len(lines) - 1))
+    return b"".join(lines[:j] + lines[j + (how == "drop line"):] if how == "drop line" else
+                    lines[:j + 1] + lines[j:])
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_generated_damage_to_a_run_record_or_csv(straight_and_stopped, trainers, data):
+    """``--resume`` on a run folder whose run.json or metrics.csv was damaged at random either
+    refuses, without a traceback, naming a file of the folder and changing nothing, or resumes
+    to the uninterrupted run's final state with its updates counting up once each (rows the
+    damage lost said on stderr, naming metrics.csv)."""
+    straight, stopped = straight_and_stopped
+    target = data.draw(st.sampled_from(["run.json", "metrics.csv"]), label="file")
+    whole = (stopped / target).read_bytes()
+    damaged = (_damaged_json(data.draw, whole) if target == "run.json" and data.draw(st.booleans(), label="as JSON")
+               else _damaged_bytes(data.draw, whole))
+    run = Path(tempfile.mkdtemp()) / "run"
+    try:
+        shutil.copytree(stopped, run)
+        (run / target).write_bytes(damaged)
+        before = _files(run)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                rc = main(["--resume", str(run), "--no-progress"], trainers=trainers)
+            except SystemExit as e:  # argparse's error: usage, then one line
+                rc = e.code
+        lines = err.getvalue().strip().splitlines()
+        if rc != 0:
+            event(f"{target}: refused")
+            assert lines and str(run) in lines[-1] and "Traceback" not in err.getvalue(), err.getvalue()
+            assert _files(run) == before
+            return
+        updates = [int(r["update"]) for r in _rows(run)]
+        assert updates == sorted(set(updates)) and updates[-1] == len(_rows(straight))
+        event(f"{target}: resumed" + (", rows missing" if updates != list(range(1, updates[-1] + 1)) else ""))
+        if updates != list(range(1, len(_rows(straight)) + 1)):
+            assert any("metrics.csv" in line and "missing" in line for line in lines), err.getvalue()
+        same_schedule = json.loads((run / "run.json").read_text())["schedule"] == \
+            json.loads((stopped / "run.json").read_text())["schedule"]
+        if same_schedule:  # a schedule changed to valid values is obeyed (chunk lengths change the bits)
+            a, _ = read_checkpoint(run / "ckpt" / "state.safetensors")
+            b, _ = read_checkpoint(straight / "ckpt" / "state.safetensors")
+            assert all(np.array_equal(a[n], b[n]) for n in b)
+    finally:
+        shutil.rmtree(run.parent, ignore_errors=True)

@@ -20,11 +20,13 @@ import numpy as np
 
 from gpae_ref.experiments.definitions import (SCALES, Experiment, Scale, Variant, eval_every, exp_dirname,
                                               get_experiment, select_seeds, select_variants, variant_config)
-from gpae_ref.learner.runfolder import (CKPT_DIR, FORMAT, Lock, RunFolder, RunFolderError, check_smax, keep_rows,
-                                        load_state, read_json, reproduce_command, resume_entry, write_json)
+from gpae_ref.learner.runfolder import (CKPT_DIR, FORMAT, Lock, RunFolder, RunFolderError, check_record, check_smax,
+                                        keep_rows, load_state, read_json, reproduce_command, resume_entry,
+                                        write_json)
 from gpae_ref.learner.config import LearnerConfig
 from gpae_ref.learner.devices import leading_axis_shardings, make_mesh, pick_devices, place
-from gpae_ref.learner.runloop import Program, run_loop, Schedule, StopFlag
+from gpae_ref.learner.runloop import Program, run_loop, StopFlag
+from gpae_ref.learner.schedule import Schedule
 
 def seed_csv(vdir: Path, seed: int) -> Path:
     return vdir / f"seed{seed}.csv"
@@ -87,11 +89,11 @@ def record_smax(record: dict) -> str | None:
     return record.get("smax") or (record.get("machine") or {}).get("jaxmarl")
 
 
-def _check_record(path: Path, record: dict) -> None:
+def _check_same_definition(path: Path, record: dict) -> None:
     """A variant folder belongs to one definition: refuse to mix results of a changed one."""
     if not path.exists():
         return
-    old = read_json(path)
+    old = check_record(read_json(path), path)
     keys = ("experiment", "version", "scale", "variant", "seeds")
     if any(old.get(k) != record[k] for k in keys) or not same_config(old.get("config"), record["config"]):
         raise ValueError(f"experiment: {path.parent} holds results of a different definition "
@@ -156,7 +158,7 @@ def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, 
     vdir = Path(root) / exp_dirname(exp, scale_name) / variant.name
     total = config.num_updates
     record = _run_record(exp, scale_name, variant, config, scale.seeds)
-    _check_record(vdir / "run.json", record)
+    _check_same_definition(vdir / "run.json", record)
     if is_finished(vdir, seeds, total):
         wall = _final_wall(vdir, seeds)
         log(f"{exp.name}/{variant.name} ({scale_name}): done ({total} updates x {len(seeds)} seeds); skipping.")
@@ -309,7 +311,8 @@ def _start_state(folder: RunFolder, init, config, record, total, restart, log, n
     import jax
     keys = seed_keys(folder.seeds)
     done = max(last_update(p) for p in folder.csv_paths)
-    old = read_json(folder.record_path) if folder.record_path.exists() else {}
+    path = folder.record_path
+    old = check_record(read_json(path), path) if path.exists() else {}
     resumes = list(old.get("resumes") or [])
     if folder.has_state():
         state, meta, kind = load_state(folder, jax.eval_shape(init, keys),

@@ -41,6 +41,10 @@ class Range(NamedTuple):
         return f"{'(' if self.lo_open else '['}{end(self.lo)}, {end(self.hi)}{')' if self.hi_open else ']'}"
 
 
+#: Non-numeric field types (annotations are strings here): the Python type and how to say it.
+_PLAIN_TYPES = {"str": (str, "must be a string"), "bool": (bool, "must be true or false")}
+
+
 def ranged(default, lo, hi, *, lo_open: bool = False, hi_open: bool = False):
     """A field with its accepted range in its metadata: ``__post_init__`` and the CLI
     (``gpae_ref.learner.settings``) read it there, the one place it is written."""
@@ -163,6 +167,8 @@ class LearnerConfig:
         for f in dataclasses.fields(self):
             if field_range(f) is not None:
                 check(_in_range(f, getattr(self, f.name)), f.name, _range_text(f))
+            elif f.type in _PLAIN_TYPES:  # numbers' types are the range check's; a run.json may hold anything
+                check(type(getattr(self, f.name)) is _PLAIN_TYPES[f.type][0], f.name, _PLAIN_TYPES[f.type][1])
         check(self.advantage in ADVANTAGES, "advantage", f"must be one of {', '.join(ADVANTAGES)}")
         check(self.correction in CORRECTIONS, "correction", f"must be one of {', '.join(CORRECTIONS)}")
         check(self.marginalise in MARGINALISE, "marginalise", f"must be one of {', '.join(MARGINALISE)}")

@@ -33,12 +33,14 @@ import io
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpae_ref.learner.config import LearnerConfig
+from gpae_ref.learner.config import check_scenario, LearnerConfig
 from gpae_ref.learner.dataspec import DataSpec
+from gpae_ref.learner.schedule import Schedule, SCHEDULE_FIELDS
 from gpae_ref.learner.settings import train_argv
 
 FORMAT = "gpae-ref-run/2"
@@ -130,9 +132,9 @@ def read_json(path: Path) -> dict:
 
 
 def read_record(folder: RunFolder) -> dict:
-    """The run record (a train run folder of format 1 has ``config.json``, read the same way)."""
+    """The run record, checked (``check_record``); a train run folder of format 1 has ``config.json``."""
     if folder.record_path.exists():
-        return read_json(folder.record_path)
+        return check_record(read_json(folder.record_path), folder.record_path)
     legacy = folder.path / LEGACY_RECORD
     if legacy.exists():
         old = read_json(legacy)
@@ -143,13 +145,44 @@ def read_record(folder: RunFolder) -> dict:
                          f"holds {RECORD}).")
 
 
+def check_record(record: dict, path: Path) -> dict:
+    """``record`` if its keys hold what a resume reads (the config is ``record_config``'s); else
+    ``RunFolderError`` naming the file and the key. Records from before a key existed lack it."""
+    def refuse(key: str, what: str):
+        raise RunFolderError(f"{path}: {key!r} {what}; restore the file from git or a copy.")
+
+    if record.get("format", FORMAT) != FORMAT:
+        raise RunFolderError(f"{path}: format {record['format']!r}, not {FORMAT!r}: another version of gpae-ref "
+                             f"wrote it; resume it with that version.")
+    for key in ("smax", "command"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            refuse(key, f"is {record[key]!r}, not a string")
+    seeds = record.get("seeds")
+    if seeds is not None and not (isinstance(seeds, list) and all(type(x) is int and x >= 0 for x in seeds)):
+        refuse("seeds", f"is {seeds!r}, not a list of seeds (integers >= 0)")
+    resumes = record.get("resumes", [])
+    if not (isinstance(resumes, list) and all(isinstance(r, dict) for r in resumes)):
+        refuse("resumes", f"is {resumes!r}, not a list of resume entries")
+    schedule = record.get("schedule")
+    if schedule is not None:
+        if not isinstance(schedule, dict) or set(schedule) - set(SCHEDULE_FIELDS):
+            refuse("schedule", f"is {schedule!r}, not an object of {', '.join(SCHEDULE_FIELDS)}")
+        try:
+            Schedule(**schedule)
+        except ValueError as e:
+            refuse("schedule", f"is not valid ({e})")
+    return record
+
+
 def record_config(record: dict, path: Path):
     """The ``LearnerConfig`` of a run record; ``RunFolderError`` naming the file and field if invalid."""
     cfg = record.get("config")
     if not isinstance(cfg, dict):
         raise RunFolderError(f"{path}: 'config' is missing or not an object; restore the file from git or a copy.")
     try:
-        return LearnerConfig.from_dict(cfg)
+        config = LearnerConfig.from_dict(cfg)
+        check_scenario(config)  # the map is jaxmarl's to know: a resume has it
+        return config
     except (TypeError, ValueError) as e:
         raise RunFolderError(f"{path}: its config is not valid ({e}); restore the file from git or a copy, "
                              f"or start a new run.") from None
@@ -229,43 +262,101 @@ def _check_belongs(path: Path, meta: dict, expect: dict) -> None:
             theirs = meta["config"] if isinstance(meta["config"], dict) else {}
             diff = sorted(k for k in set(theirs) | set(expect["config"])
                           if theirs.get(k) != expect["config"].get(k))
-            raise RunFolderError(f"{path}: written with another learner config (differs in {diff[:4]}); {fix}.")
+            first = diff[0] if diff else "config"
+            raise RunFolderError(
+                f"{path}: written with another learner config than this run's (differs in {diff[:4]}; {first}: "
+                f"the state has {theirs.get(first)!r}, the run {expect['config'].get(first)!r}); one of the two "
+                f"belongs to another run: restore run.json from git or a copy, or put this run's own state back, or "
+                f"start this run again.")
 
 
 # ------------------------------------------------------------------ CSV rows
 def keep_rows(folder: RunFolder, last_update: int) -> list[int]:
     """Before continuing at ``last_update``: drop every CSV row past it (and a partial trailing line
-    a kill left), writing a new file and renaming it over the old; -> rows kept per file."""
-    return [truncate_rows(p, last_update) for p in folder.csv_paths]
+    a kill left), writing a new file and renaming it over the old; -> rows kept per file. Every file
+    is checked before any is rewritten."""
+    kept = [checked_rows(p, last_update) for p in folder.csv_paths]
+    return [write_rows(p, rows) for p, rows in zip(folder.csv_paths, kept)]
+
+
+def checked_rows(path: Path, last_update: int) -> list[dict] | None:
+    """The rows of ``path`` up to ``last_update`` (None if there is no file). A row the run loop
+    cannot have written (update not an integer counting up from 1, a value not a number) is refused
+    naming the file and row; rows missing at or before ``last_update`` (a file cut or damaged) are
+    said on stderr, and the run goes on without them."""
+    from gpae_ref.learner.logbook import COLUMNS, EVAL_COLUMNS, read_rows
+
+    if not path.exists():
+        return None
+    try:
+        rows = read_rows(path)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise RunFolderError(f"{path}: not a metrics CSV ({e}); restore the file from git or a copy.") from None
+    if rows and "update" not in rows[0]:
+        raise RunFolderError(f"{path}: its header has no 'update' column (the first line was damaged); "
+                             f"restore the file from git or a copy.")
+    unknown = [c for c in (rows[0] if rows else ()) if c not in COLUMNS]
+    if unknown:
+        raise RunFolderError(f"{path}: its header names {unknown[0]!r}, not a column of a metrics CSV (the first "
+                             f"line was damaged); restore the file from git or a copy.")
+    # Evaluation columns are empty between evaluations; a column empty in every row is one this
+    # version added after the file was written. Anywhere else an empty value is damage.
+    needed = {c for c in rows[0] if c not in EVAL_COLUMNS and any(r[c] for r in rows)} if rows else set()
+    previous = 0
+    for i, row in enumerate(rows):
+        _check_row(path, i + 2, row, previous, needed)
+        previous = int(row["update"])
+    kept = [r for r in rows if int(r["update"]) <= last_update]
+    missing = last_update - len(kept)  # updates count up from 1 without repeats: these are gaps
+    if missing:
+        have = {int(r["update"]) for r in kept}
+        first = min(set(range(1, last_update + 1)) - have)
+        print(f"warning: {path}: {missing} of the rows for updates 1-{last_update} are missing (the first: "
+              f"update {first}; the file was cut or damaged); the run goes on from update {last_update} "
+              f"without them (restore the file from git or a copy first to keep them).", file=sys.stderr)
+    return kept
+
+
+def _check_row(path: Path, line: int, row: dict, previous: int, needed: set) -> None:
+    """``RunFolderError`` naming ``path`` and ``line`` unless ``row`` could be the run loop's."""
+    def refuse(what: str):
+        raise RunFolderError(f"{path}: line {line} {what}; restore the file from git or a copy.")
+
+    try:
+        update = int(row["update"])
+    except ValueError:
+        refuse(f"has update {row['update']!r}, not an integer")
+    if update <= previous:
+        refuse(f"has update {update} after update {previous} (updates count up from 1)")
+    for column, value in row.items():
+        if not value and column in needed:
+            refuse(f"has no {column}")
+        if value:
+            try:
+                float(value)
+            except ValueError:
+                refuse(f"has {column} {value!r}, not a number")
+
+
+def write_rows(path: Path, rows: list[dict] | None) -> int:
+    """Write ``rows`` to ``path`` through a new file renamed over it (an error loses nothing)."""
+    from gpae_ref.learner.logbook import COLUMNS
+
+    if rows is None:
+        return 0
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buf.getvalue(), newline="")
+    os.replace(tmp, path)
+    return len(rows)
 
 
 def truncate_rows(path: Path, last_update: int) -> int:
     """Keep only the complete rows of ``path`` with update <= ``last_update`` (new file, renamed over)."""
-    from gpae_ref.learner.logbook import COLUMNS, read_rows
-
-    if not path.exists():
-        return 0
-    rows = read_rows(path)
-    if rows and "update" not in rows[0]:
-        raise RunFolderError(f"{path}: its header has no 'update' column (the first line was damaged); "
-                             f"restore the file from git or a copy.")
-    kept = []
-    for i, r in enumerate(rows):
-        try:
-            u = int(r["update"])
-        except ValueError:
-            raise RunFolderError(f"{path}: row {i + 2} has update {r['update']!r}, not an integer; restore "
-                                 f"the file from git or a copy.") from None
-        if u <= last_update:
-            kept.append(r)
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(kept)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buf.getvalue(), newline="")
-    os.replace(tmp, path)
-    return len(kept)
+    return write_rows(path, checked_rows(path, last_update))
 
 
 # ------------------------------------------------------------------ lock
