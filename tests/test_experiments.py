@@ -256,6 +256,34 @@ def test_trace_table_summarises_the_correction_of_reused_gpae_runs(full_run, tmp
     assert "| dt | dt | 1.02 | 0.800 | 0.400 | 1.50 | 2.00 |" in table
 
 
+def test_train_curve_table_pools_seeds_per_window_and_marks_unfinished_runs(tmp_path):
+    from gpae_ref.learner.logbook import COLUMNS
+
+    two = dataclasses.replace(TINY_EXP, name="curve", variants=(ex.Variant("done", ()), ex.Variant("half", ())))
+    assert ex.train_curve_table(two, "tiny", tmp_path) is None  # nothing run yet
+    per_update = 32  # TINY: 4 envs x 8 steps, 4 updates, 128 env steps
+    rows = {("done", 0): [(0.0, 10), (0.5, 10), (0.25, 4), (1.0, 2)],
+            ("done", 1): [(0.1, 10), (0.5, 30), (0.75, 4), (1.0, 2)],
+            ("half", 0): [(0.2, 5), (0.4, 5)]}  # stopped after update 2; seed 1 not started
+    for (name, seed), updates in rows.items():
+        vdir = tmp_path / "curve-tiny" / name
+        vdir.mkdir(parents=True, exist_ok=True)
+        with open(vdir / f"seed{seed}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS, restval="0")
+            w.writeheader()
+            for i, (win, episodes) in enumerate(updates, start=1):
+                w.writerow({"update": i, "env_steps": per_update * i, "train_win_rate": win,
+                            "train_episodes": episodes})
+    table = ex.train_curve_table(two, "tiny", tmp_path, windows=2).splitlines()
+    assert table[0] == "| env steps (window end) | done (2 seeds) | half (1 seed) |"
+    # window 1 (steps 1-64): done pools (0 + 5 + 1 + 15) / 60 wins; half 3 / 10 and stops at update 2,
+    # the window's last step: the window is whole, no mark
+    assert table[2] == "| 0.064k | 35.00 | 30.00 |"
+    assert table[3] == "| 0.128k | 66.67 |  |"  # (1 + 2 + 3 + 2) / 12
+    table = ex.train_curve_table(two, "tiny", tmp_path, windows=1).splitlines()
+    assert table[2] == f"| 0.128k | {100 * 29 / 72:.2f} | 30.00 (to 0.064k) |"
+
+
 def test_list_cli(capsys):
     assert ex.main(["--list"]) == 0
     out = capsys.readouterr().out

@@ -35,7 +35,8 @@ from gpae_ref.experiments.definitions import (AUTHORS_SMAX, LOCAL_BASE, LOCAL_SE
                                               exp_dirname, experiments, get_experiment, select_seeds,
                                               select_variants, variant_config)
 from gpae_ref.experiments.report import (Curve, command_for, experiment_curves, experiment_table, load_curve,
-                                         plot_experiment, report, report_section, splice, steps_to, trace_table)
+                                         plot_experiment, report, report_section, splice, steps_to, trace_table,
+                                         train_curve_table)
 from gpae_ref.experiments.runner import (VariantOutcome, check_scale_smax, copied_from, copy_twin, eval_updates,
                                          find_twin, is_finished, last_update, machine_info, make_vmapped,
                                          record_smax, run_experiment, run_variant, same_config, seed_csv,

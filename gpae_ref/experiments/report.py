@@ -168,6 +168,56 @@ def trace_table(exp: Experiment, scale_name: str, root) -> str | None:
     return "\n".join(lines) if len(lines) > 2 else None
 
 
+TRAIN_WINDOWS = 20  # rows of the training-win-rate table: the budget in twentieths (0.5M at 1e7 steps)
+
+
+def _fmt_window_end(steps: float) -> str:
+    return f"{steps / 1e6:.3g}M" if steps >= 1e6 else f"{steps / 1e3:.3g}k"
+
+
+def train_curve_table(exp: Experiment, scale_name: str, root, windows: int = TRAIN_WINDOWS) -> str | None:
+    """Markdown table of the training win rate per window of env steps, one column per variant (None if no rows).
+
+    A window is ``total_steps / windows`` env steps, labelled by its end; an update's
+    row belongs to the window its last env step falls in. The rate pools every seed:
+    wins (``train_win_rate * train_episodes``) over episodes that ended in the window.
+    Tens of thousands of episodes per window resolve rates far below the 1/``eval_envs``
+    step of a greedy evaluation, where a hard map's curves live. A cell of a window
+    an unfinished run is still in says how far the run got ("to 3.28M").
+    """
+    from gpae_ref.learner.logbook import read_rows
+
+    width = exp.scale(scale_name).total_steps / windows
+    cols, last = [], -1
+    for v, cfg, _ in experiment_curves(exp, scale_name, root):
+        vdir = Path(root) / exp_dirname(exp, scale_name) / v.name
+        wins, episodes, unfinished, seeds = np.zeros(windows), np.zeros(windows), 0, 0
+        for s in exp.scale(scale_name).seeds:
+            rows = read_rows(seed_csv(vdir, s))
+            seeds += bool(rows)
+            for r in rows:
+                k = min(int((int(r["env_steps"]) - 1) // width), windows - 1)
+                wins[k] += float(r["train_win_rate"]) * float(r["train_episodes"])
+                episodes[k] += float(r["train_episodes"])
+                last = max(last, k)
+            if rows and int(rows[-1]["update"]) < cfg.num_updates:
+                unfinished = max(unfinished, int(rows[-1]["env_steps"]))
+        cols.append((f"{v.name} ({seeds} seed{'s' * (seeds != 1)})", wins, episodes, unfinished))
+    if last < 0:
+        return None
+    lines = ["| env steps (window end) | " + " | ".join(c[0] for c in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for k in range(last + 1):
+        cells = []
+        for _, wins, episodes, unfinished in cols:
+            cell = f"{100 * wins[k] / episodes[k]:.2f}" if episodes[k] else ""
+            if cell and k * width < unfinished < (k + 1) * width:
+                cell += f" (to {_fmt_window_end(unfinished)})"
+            cells.append(cell)
+        lines.append(f"| {_fmt_window_end((k + 1) * width)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def command_for(exp: Experiment, scale_name: str) -> str:
     scale = "" if scale_name == "local" else f" --scale {scale_name}"
     return f"python -m gpae_ref.experiments {exp.name}{scale}"
@@ -198,6 +248,10 @@ def report_section(exp: Experiment, scale_name: str, root, figures: Path, doc_di
     lines += [f"One seed of one variant alone, with `train` (e.g. {first.name}, seed {scale.seeds[0]}; every "
               f"variant's and seed's command is in its run.json, `train_commands`): `{cmd}`.", ""]
     lines.append(experiment_table(exp, scale_name, root))
+    curve = train_curve_table(exp, scale_name, root)
+    if curve:
+        lines += ["", f"Training win rate %, per {_fmt_window_end(scale.total_steps / TRAIN_WINDOWS)} "
+                  "env steps (episodes that ended in the window, seeds pooled):", "", curve]
     traces = trace_table(exp, scale_name, root)
     if traces:
         lines += ["", "How much the trace correction acted (GPAE variants with reuse; over all updates "
