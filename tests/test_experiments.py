@@ -284,6 +284,27 @@ def test_train_curve_table_pools_seeds_per_window_and_marks_unfinished_runs(tmp_
     assert table[2] == f"| 0.128k | {100 * 29 / 72:.2f} | 30.00 (to 0.064k) |"
 
 
+def test_ctrl_c_stops_the_experiment_not_only_its_running_variant(tmp_path, cache, monkeypatch):
+    import os
+    import signal
+
+    two = dataclasses.replace(TINY_EXP, variants=(VARIANT, ex.Variant("second", (("advantage", "gae"),))))
+    monkeypatch.setattr(runner, "get_experiment", lambda name: two)
+
+    def log(message):  # Ctrl-C while the first chunk of the first variant is reported
+        if message.startswith("  update"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    outcomes = ex.run_experiment("unit", "tiny", tmp_path, cache=cache, log=log)
+    assert [(o.variant, o.status, o.interrupted) for o in outcomes] == [("gpae", "stopped", True)]
+    assert 0 < outcomes[0].updates < outcomes[0].num_updates
+    assert not (tmp_path / "unit-tiny" / "second").exists()  # the next variant never started
+    # The command line says so with 130, as train does: `make` runs no next command after it.
+    monkeypatch.setattr(ex.cli, "run_experiment", lambda *a, **k: outcomes)
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # main sets it; restored after
+    assert ex.main(["unit", "--scale", "tiny", "--root", str(tmp_path)]) == 130
+
+
 def test_list_cli(capsys):
     assert ex.main(["--list"]) == 0
     out = capsys.readouterr().out

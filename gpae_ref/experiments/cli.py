@@ -71,6 +71,11 @@ def main(argv=None) -> int:
         parser.error(str(e))
     for o in outcomes:
         print(f"{o.variant}: {o.status} ({o.updates}/{o.num_updates} updates, {o.wall_s:,.0f} s)")
+    # 130 (128 + SIGINT), as train: a script or make that runs the next command on success must not
+    # start it after a Ctrl-C.
+    if any(o.interrupted for o in outcomes):
+        print("Ctrl-C: stopped after a chunk, state saved; the same command resumes.", flush=True)
+        return 130
     return 0
 
 

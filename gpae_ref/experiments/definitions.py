@@ -186,10 +186,13 @@ def _hard() -> Experiment:
     authors = Scale(PAPER_STEPS, (0, 1), evals=40, smax=AUTHORS_SMAX)
     return Experiment(
         name="hard", version=1,
-        question="5m_vs_6m at 1e7 steps: MAPPO vs GPAE with reuse.",
+        question="5m_vs_6m at 1e7 steps: MAPPO vs GPAE with reuse (and MAPPO at JaxMARL's own settings: is "
+                 "the paper's MAPPO MAPPO's level on this map, or a weak baseline?).",
         base=(("scenario", "5m_vs_6m"),),
         variants=(_v("mappo", PAPER_MAPPO, advantage="gae"),
-                  _v(f"gpae-K{REUSE_K}", PAPER_GPAE, advantage="gpae", reuse=REUSE_K)),
+                  _v(f"gpae-K{REUSE_K}", PAPER_GPAE, advantage="gpae", reuse=REUSE_K),
+                  # --settings jaxmarl over the scale's base: at `authors`, JaxMARL's MAPPO yaml exactly.
+                  _v("mappo-jaxmarl", **dict(SETTINGS["jaxmarl"]))),
         scales=(("tiny", TINY), ("local", hard), ("paper", PAPER), ("authors", authors)),
     )
 

@@ -202,7 +202,8 @@ def train_curve_table(exp: Experiment, scale_name: str, root, windows: int = TRA
                 last = max(last, k)
             if rows and int(rows[-1]["update"]) < cfg.num_updates:
                 unfinished = max(unfinished, int(rows[-1]["env_steps"]))
-        cols.append((f"{v.name} ({seeds} seed{'s' * (seeds != 1)})", wins, episodes, unfinished))
+        if seeds:  # a variant not run yet gets no empty column (its table row says "not run")
+            cols.append((f"{v.name} ({seeds} seed{'s' * (seeds != 1)})", wins, episodes, unfinished))
     if last < 0:
         return None
     lines = ["| env steps (window end) | " + " | ".join(c[0] for c in cols) + " |",

@@ -112,6 +112,8 @@ class VariantOutcome:
     updates: int
     num_updates: int
     wall_s: float
+    interrupted: bool = False
+    """Stopped by Ctrl-C (SIGINT): the caller runs no further variant."""
 
 
 def make_vmapped(trainer) -> tuple[Callable, Callable, Callable]:
@@ -290,7 +292,7 @@ def _train_variant(exp, scale_name, variant, folder: RunFolder, config, record, 
     if out.status == "nan":
         log(f"{exp.name}/{variant.name}: NaN/inf at update {out.bad_update}; last finite state "
             f"(update {out.update}) kept in {folder.full_path}.")
-    return VariantOutcome(variant.name, out.status, out.update, total, out.wall_s)
+    return VariantOutcome(variant.name, out.status, out.update, total, out.wall_s, out.interrupted)
 
 
 def _compiled(config, cache: dict | None):
@@ -355,11 +357,20 @@ def run_experiment(name: str, scale_name: str = "local", root="results", *, vari
                    max_chunks: int | None = None, cache: dict | None = None, seeds=None,
                    restart: bool = False, devices: int | None = None,
                    log: Callable[[str], None] = print) -> list[VariantOutcome]:
-    """Run (or resume, or skip) every variant of experiment ``name`` at ``scale_name``."""
+    """Run (or resume, or skip) every variant of experiment ``name`` at ``scale_name``, in order.
+
+    Ctrl-C stops the running variant at its next chunk boundary (state saved) and runs
+    no later variant: the last outcome says ``interrupted``. ``max_chunks`` is a budget
+    per variant; each variant gets it.
+    """
     exp = get_experiment(name)
     exp.scale(scale_name)
     if scale_name not in SCALES:
         raise ValueError(f"scale: unknown {scale_name!r}; known: {', '.join(SCALES)}.")
-    return [run_variant(exp, scale_name, v, Path(root), max_chunks=max_chunks, cache=cache, seeds=seeds,
-                        restart=restart, devices=devices, log=log)
-            for v in select_variants(exp, variants)]
+    outcomes = []
+    for v in select_variants(exp, variants):
+        outcomes.append(run_variant(exp, scale_name, v, Path(root), max_chunks=max_chunks, cache=cache,
+                                    seeds=seeds, restart=restart, devices=devices, log=log))
+        if outcomes[-1].interrupted:
+            break
+    return outcomes
