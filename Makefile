@@ -56,16 +56,14 @@ env-authors: $(AUTHORS_STAMP)
 test-authors: $(AUTHORS_STAMP)
 	NUMBA_ENABLE_CUDASIM=1 $(AUTHORS_PY) -m pytest -q -p no:cacheprovider --hypothesis-profile=ci -m smax tests/test_learner.py tests/test_experiments.py
 
-# The hard map at the authors' settings on the authors' SMAX, seed 0, one run after the other, then
-# MAPPO at JaxMARL's own settings on the same map and budget (the third arm)
-# (hours each on a CPU; resumable on any machine: the same command continues from the full
+# The hard map at the authors' settings on the authors' SMAX, seed 0: MAPPO, GPAE K=2, then MAPPO at
+# JaxMARL's own settings on the same map and budget (the third arm), one run after the other in one
+# process (hours each on a CPU; resumable on any machine: the same command continues from the full
 # checkpoint here, or from the committed compact state on a fresh clone; finished runs are skipped).
-# gpae-K2's committed rows from before compact states existed have no state: --restart replaces
-# them once (it acts only where no saved state exists; later calls resume).
+# TIME_LIMIT=MINUTES stops it cleanly, with both states written, before a sitting's or a job's end
+# (e.g. make hard-authors TIME_LIMIT=150); Ctrl-C once stops it at the end of the running chunk.
 hard-authors: $(AUTHORS_STAMP)
-	$(AUTHORS_PY) -m gpae_ref.experiments hard --scale authors --variants mappo --seeds 0
-	$(AUTHORS_PY) -m gpae_ref.experiments hard --scale authors --variants gpae-K2 --seeds 0 --restart
-	$(AUTHORS_PY) -m gpae_ref.experiments hard --scale authors --variants mappo-jaxmarl --seeds 0
+	$(AUTHORS_PY) -m gpae_ref.experiments hard --scale authors --seeds 0 $(if $(TIME_LIMIT),--time-limit $(TIME_LIMIT))
 
 clean:
 	rm -rf $(VENV) $(AUTHORS_VENV) build *.egg-info

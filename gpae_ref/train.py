@@ -36,7 +36,7 @@ from gpae_ref.learner.devices import (env_axes, env_shardings, initialize_distri
 from gpae_ref.learner.runfolder import (check_smax, keep_rows, load_state, Lock, new_record, read_record,
                                         record_config, reproduce_command, resume_entry, RunFolder,
                                         RunFolderError, write_json)
-from gpae_ref.learner.runloop import Program, run_loop, save, StopFlag
+from gpae_ref.learner.runloop import Program, StopFlag, add_time_limit_flag, deadline, run_loop, save
 from gpae_ref.learner.schedule import Schedule, SCHEDULE_FIELDS
 from gpae_ref.learner.settings import SETTINGS_HELP, add_config_flags, config_fields, given_config_flags
 
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"updates per jitted call / progress refresh (default {d.chunk})")
     p.add_argument("--max-updates", type=int, default=None,
                    help="stop (with a checkpoint) after this many updates in this invocation; continue with --resume")
+    add_time_limit_flag(p)
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
     p.add_argument("--devices", type=int, default=None,
                    help="split each rollout's environments over this many devices (data parallel; default 1; "
@@ -205,6 +206,7 @@ def main(argv=None, *, trainers: dict | None = None) -> int:
     functions across calls in one process (tests, notebooks)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.stop_by = deadline(args.time_limit)  # counted from here: loading and compiling use the time too
     if args.max_updates is not None and args.max_updates < 1:
         parser.error(f"--max-updates must be >= 1 (got {args.max_updates}); leave it out to run to the end")
     # Read by XLA when jax first creates its CPU client (below); CLI only, never at import.
@@ -337,7 +339,7 @@ def _loop(args, folder, cfg, schedule, smax, trainer, state, wall0, title) -> in
             logbook.plot_curve(folder.csv_paths[0], folder.curve_path, title)
 
     try:
-        with StopFlag() as stop:
+        with StopFlag(deadline=args.stop_by) as stop:
             out = run_loop(program, state, total=total, schedule=schedule, wall0=wall0, stop_at=stop_at,
                            stop=stop, on_chunk=on_chunk)
     except KeyboardInterrupt:
@@ -362,7 +364,8 @@ def _report(out, folder, schedule, trainer, program) -> int:
               f"--lr) in a new run.", file=sys.stderr)
         return 1
     if out.status == "stopped":
-        print(f"stopped at update {u}/{total}; continue with: python -m gpae_ref.train --resume {folder.path}")
+        why = " (--time-limit)" if out.out_of_time else ""
+        print(f"stopped at update {u}/{total}{why}; continue with: python -m gpae_ref.train --resume {folder.path}")
         return 130 if out.interrupted else 0
     last_eval = out.last_eval
     if schedule.eval_every and (last_eval is None or last_eval[0] != u):

@@ -146,7 +146,9 @@ def _free_port() -> int:
 
 def test_two_processes_on_gloo_match_one_device(result, tmp_path):
     """Several hosts, played by two processes of this machine (JAX's CPU collectives over gloo):
-    each owns one device, process 0 alone writes the run folder, the rows equal one device's."""
+    each owns one device, process 0 alone writes the run folder, the rows equal one device's.
+    A time limit is process 0's: process 1's own (already over) is overruled, or the two would
+    part ways at the first chunk and hang in the next collective."""
     import csv
 
     tiny = ["--scenario", "3m", "--num-envs", "4", "--num-steps", "8", "--update-epochs", "1",
@@ -154,7 +156,9 @@ def test_two_processes_on_gloo_match_one_device(result, tmp_path):
             "--no-progress", "--eval-every", "0", "--checkpoint-every", "1", "--chunk", "1",
             "--runs-dir", str(tmp_path), "--name", "hosts", "--coordinator", f"127.0.0.1:{_free_port()}",
             "--num-processes", "2"]
-    procs = [subprocess.Popen([sys.executable, "-m", "gpae_ref.train", *tiny, "--process-id", str(i)], cwd=ROOT,
+    limits = {0: "600", 1: "0.0001"}
+    procs = [subprocess.Popen([sys.executable, "-m", "gpae_ref.train", *tiny, "--process-id", str(i),
+                               "--time-limit", limits[i]], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
     outs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]

@@ -256,6 +256,41 @@ def test_trace_table_summarises_the_correction_of_reused_gpae_runs(full_run, tmp
     assert "| dt | dt | 1.02 | 0.800 | 0.400 | 1.50 | 2.00 |" in table
 
 
+def test_time_limit_stops_the_experiment_at_a_chunk_boundary_and_the_same_command_resumes(tmp_path, cache,
+                                                                                            monkeypatch, capsys):
+    import os
+    import time
+
+    from gpae_ref.learner.runloop import StopFlag
+
+    two = dataclasses.replace(TINY_EXP, variants=(VARIANT, ex.Variant("second", (("advantage", "gae"),))))
+    monkeypatch.setattr(runner, "get_experiment", lambda name: two)
+    chunks = []  # the clock jumps past the deadline once the first chunk is reported
+    clock = lambda: time.time() + (7200 if chunks else 0)  # noqa: E731
+    monkeypatch.setattr(runner, "StopFlag", lambda deadline=None: StopFlag(deadline=deadline, clock=clock))
+    log = lambda m: chunks.append(m) if m.startswith("  update") else None  # noqa: E731
+    outcomes = ex.run_experiment("unit", "tiny", tmp_path, cache=cache, deadline=time.time() + 3600, log=log)
+    assert [(o.variant, o.status, o.out_of_time, o.interrupted) for o in outcomes] == [
+        ("gpae", "stopped", True, False)]
+    assert len(chunks) == 1 and 0 < outcomes[0].updates < outcomes[0].num_updates
+    assert not (tmp_path / "unit-tiny" / "second").exists()
+    stopped = outcomes
+    monkeypatch.setattr(ex.cli, "run_experiment", lambda *a, **k: stopped)
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # main sets it; restored after
+    assert ex.main(["unit", "--scale", "tiny", "--time-limit", "60"]) == 0  # planned, as --max-chunks
+    assert "--time-limit 60: stopped after a chunk" in capsys.readouterr().out
+    vdir = tmp_path / "unit-tiny" / "gpae"
+    assert [int(r["update"]) for r in _rows(vdir / f"seed{SEEDS[0]}.csv")] == list(range(1, outcomes[0].updates + 1))
+    # No time left at all: nothing starts, not even the next variant's loading.
+    assert ex.run_experiment("unit", "tiny", tmp_path, cache=cache, deadline=time.time() - 1, log=log) == []
+    monkeypatch.setattr(runner, "StopFlag", StopFlag)
+    outcomes = ex.run_experiment("unit", "tiny", tmp_path, cache=cache, deadline=time.time() + 3600,
+                                 log=lambda m: None)
+    assert [(o.variant, o.status) for o in outcomes] == [("gpae", "finished"), ("second", "finished")]
+    total = outcomes[0].num_updates
+    assert [int(r["update"]) for r in _rows(vdir / f"seed{SEEDS[0]}.csv")] == list(range(1, total + 1))
+
+
 def test_train_curve_table_pools_seeds_per_window_and_marks_unfinished_runs(tmp_path):
     from gpae_ref.learner.logbook import COLUMNS
 

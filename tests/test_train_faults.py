@@ -147,6 +147,34 @@ def test_experiments_max_chunks_zero_is_refused(capsys):
     assert e.value.code == 2 and "--max-chunks" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "ten"])
+@pytest.mark.parametrize("entry", ["train", "experiments"])
+def test_a_time_limit_that_is_not_a_positive_number_of_minutes_is_refused(entry, value, capsys):
+    if entry == "train":
+        from gpae_ref.train import main
+        argv = TINY
+    else:
+        from gpae_ref.experiments import main
+        argv = ["hard", "--scale", "tiny"]
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--time-limit", value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--time-limit" in err and "minutes above 0" in err
+
+
+def test_the_deadline_judges_the_next_chunk_by_the_last_and_stays_up():
+    from gpae_ref.learner.runloop import StopFlag, deadline
+
+    now = [1000.0]
+    stop = StopFlag(deadline=1100.0, clock=lambda: now[0])
+    assert not stop.time_is_up(0.0) and not stop.time_is_up(100.0)  # ends exactly at the deadline: fits
+    now[0] = 1050.0
+    assert stop.time_is_up(60.0) and stop.out_of_time
+    assert stop.time_is_up(0.0)  # once up, the loop does not start again
+    assert not StopFlag().time_is_up(1e12)  # no deadline: never
+    assert deadline(None) is None and 0 < deadline(1.5) - __import__("time").time() <= 90
+
+
 def test_every_config_field_is_a_flag_with_its_doc_line():
     import dataclasses
 
@@ -248,6 +276,30 @@ def test_nan_stop_keeps_the_last_finite_state(tmp_path, trainers, capsys):
     # Resuming repeats the same updates and stops again, still with a finite checkpoint (no crash).
     assert main(["--resume", str(tmp_path / "nan"), "--no-progress"], trainers=poisoned) == 1
     assert _finite_checkpoint(tmp_path / "nan" / "ckpt" / "state.safetensors")[0]
+
+
+@needs_smax
+def test_train_time_limit_stops_after_a_chunk_and_resume_finishes(tmp_path, trainers, capsys, monkeypatch):
+    import time
+
+    import gpae_ref.train as train
+    from gpae_ref.learner import logbook
+    from gpae_ref.learner.runloop import StopFlag
+
+    chunks = []  # train redraws the curve after each checkpointed chunk; then the clock jumps past the deadline
+    monkeypatch.setattr(logbook, "plot_curve", lambda *a, **k: chunks.append(1))
+    clock = lambda: time.time() + (7200 if chunks else 0)  # noqa: E731
+    monkeypatch.setattr(train, "StopFlag", lambda deadline=None: StopFlag(deadline=deadline, clock=clock))
+    args = TINY + ["--eval-every", "0", "--checkpoint-every", "1", "--chunk", "1", "--runs-dir", str(tmp_path),
+                   "--name", "t", "--time-limit", "30"]
+    assert train.main(args, trainers=trainers) == 0  # a planned stop, as --max-updates: not an error
+    out = capsys.readouterr().out
+    assert "stopped at update 1/4 (--time-limit); continue with: python -m gpae_ref.train --resume" in out
+    assert [int(r["update"]) for r in _rows(tmp_path / "t" / "metrics.csv")] == [1]
+    monkeypatch.setattr(train, "StopFlag", StopFlag)
+    assert train.main(["--resume", str(tmp_path / "t"), "--no-progress", "--time-limit", "30"],
+                      trainers=trainers) == 0
+    assert [int(r["update"]) for r in _rows(tmp_path / "t" / "metrics.csv")] == [1, 2, 3, 4]
 
 
 @pytest.fixture(scope="module")

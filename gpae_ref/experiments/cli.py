@@ -10,6 +10,7 @@ from gpae_ref._xla_flags import SAFE_CPU_FLAGS, xla_flags
 from gpae_ref.experiments.definitions import SCALES, Experiment, experiments
 from gpae_ref.experiments.report import report
 from gpae_ref.experiments.runner import run_experiment
+from gpae_ref.learner.runloop import add_time_limit_flag, deadline
 
 DESCRIPTION = "Named, versioned SMAX experiments: S seeds as one vmapped program, resumable, one CSV per seed."
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=None,
                    help="split the seeds over this many devices (default: as many visible devices as divide "
                         "the seed count)")
+    add_time_limit_flag(p)
     p.add_argument("--xla-defaults", action="store_true",
                    help="do not add " + " ".join(SAFE_CPU_FLAGS) + " to XLA_FLAGS (see docs/results.md)")
     return p
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    stop_by = deadline(args.time_limit)  # counted from here: loading and compiling use the time too
     # Read by XLA when jax creates its CPU client (first use, after this line); CLI only, never at import.
     os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""), args.xla_defaults)
     if args.max_chunks is not None and args.max_chunks < 1:
@@ -65,7 +68,7 @@ def main(argv=None) -> int:
         seeds = None if args.seeds is None else [int(x) for x in args.seeds.split(",") if x.strip()]
         outcomes = run_experiment(args.name, args.scale, args.root, variants=args.variants,
                                   max_chunks=args.max_chunks, seeds=seeds, restart=args.restart,
-                                  devices=args.devices,
+                                  devices=args.devices, deadline=stop_by,
                                   log=lambda m: print(m, flush=True))
     except ValueError as e:
         parser.error(str(e))
@@ -76,6 +79,9 @@ def main(argv=None) -> int:
     if any(o.interrupted for o in outcomes):
         print("Ctrl-C: stopped after a chunk, state saved; the same command resumes.", flush=True)
         return 130
+    if any(o.out_of_time for o in outcomes):
+        print(f"--time-limit {args.time_limit:g}: stopped after a chunk, state saved; the same command resumes.",
+              flush=True)
     return 0
 
 

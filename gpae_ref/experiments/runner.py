@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import platform
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -114,6 +115,8 @@ class VariantOutcome:
     wall_s: float
     interrupted: bool = False
     """Stopped by Ctrl-C (SIGINT): the caller runs no further variant."""
+    out_of_time: bool = False
+    """Stopped at the deadline: the caller runs no further variant."""
 
 
 def make_vmapped(trainer) -> tuple[Callable, Callable, Callable]:
@@ -139,7 +142,7 @@ def seed_keys(seeds):
 
 def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, *,
                 max_chunks: int | None = None, cache: dict | None = None, seeds=None,
-                restart: bool = False, devices: int | None = None,
+                restart: bool = False, devices: int | None = None, deadline: float | None = None,
                 log: Callable[[str], None] = print) -> VariantOutcome:
     """Train all seeds of one variant as one vmapped program, resuming from its checkpoint.
 
@@ -152,6 +155,8 @@ def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, 
     checkpoints are not in git) raise ``ValueError`` unless ``restart``, which replaces
     them by a run from update 0. ``devices``: how many devices the seed axis is split over
     (default: as many of the visible ones as divide the seed count; ``gpae_ref.learner.devices``).
+    ``deadline`` (a ``time.time()`` value): stop, with a checkpoint, at the last chunk boundary
+    before it (``runloop.StopFlag``).
     """
     scale = exp.scale(scale_name)
     config = variant_config(exp, scale_name, variant)
@@ -177,7 +182,7 @@ def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, 
     folder.create()
     with Lock(folder):
         return _train_variant(exp, scale_name, variant, folder, config, record, max_chunks, cache, log,
-                              restart, devices)
+                              restart, devices, deadline)
 
 
 def variant_folder(vdir: Path, scale: Scale, seeds) -> RunFolder:
@@ -258,7 +263,7 @@ def copied_from(vdir: Path) -> str | None:
 
 
 def _train_variant(exp, scale_name, variant, folder: RunFolder, config, record, max_chunks, cache, log,
-                   restart=False, devices=None) -> VariantOutcome:
+                   restart=False, devices=None, deadline=None) -> VariantOutcome:
     """The body of ``run_variant`` once the variant's folder is locked: the shared run loop with
     one chunk per evaluation, each followed by a checkpoint."""
     total, seeds = config.num_updates, folder.seeds
@@ -286,13 +291,14 @@ def _train_variant(exp, scale_name, variant, folder: RunFolder, config, record, 
             f"{' '.join(f'{w:.2f}' for w in np.asarray(c['evaluation'].win_rate))}  "
             f"({c['seconds']:.1f} s chunk, {c['wall']:,.0f} s total)")
 
-    with StopFlag() as stop:
+    with StopFlag(deadline=deadline) as stop:
         out = run_loop(program, state, total=total, schedule=schedule, wall0=wall0,
                        max_chunks=max_chunks, stop=stop, on_chunk=on_chunk)
     if out.status == "nan":
         log(f"{exp.name}/{variant.name}: NaN/inf at update {out.bad_update}; last finite state "
             f"(update {out.update}) kept in {folder.full_path}.")
-    return VariantOutcome(variant.name, out.status, out.update, total, out.wall_s, out.interrupted)
+    return VariantOutcome(variant.name, out.status, out.update, total, out.wall_s, out.interrupted,
+                          out.out_of_time)
 
 
 def _compiled(config, cache: dict | None):
@@ -355,13 +361,13 @@ def _final_wall(vdir: Path, seeds) -> float:
 
 def run_experiment(name: str, scale_name: str = "local", root="results", *, variants: str | None = None,
                    max_chunks: int | None = None, cache: dict | None = None, seeds=None,
-                   restart: bool = False, devices: int | None = None,
+                   restart: bool = False, devices: int | None = None, deadline: float | None = None,
                    log: Callable[[str], None] = print) -> list[VariantOutcome]:
     """Run (or resume, or skip) every variant of experiment ``name`` at ``scale_name``, in order.
 
     Ctrl-C stops the running variant at its next chunk boundary (state saved) and runs
-    no later variant: the last outcome says ``interrupted``. ``max_chunks`` is a budget
-    per variant; each variant gets it.
+    no later variant: the last outcome says ``interrupted``; so does ``deadline`` (one for
+    the whole call; ``out_of_time``). ``max_chunks`` is a budget per variant; each gets it.
     """
     exp = get_experiment(name)
     exp.scale(scale_name)
@@ -369,8 +375,10 @@ def run_experiment(name: str, scale_name: str = "local", root="results", *, vari
         raise ValueError(f"scale: unknown {scale_name!r}; known: {', '.join(SCALES)}.")
     outcomes = []
     for v in select_variants(exp, variants):
+        if deadline is not None and time.time() >= deadline:
+            break  # not even the start of another variant (loading, compiling) fits
         outcomes.append(run_variant(exp, scale_name, v, Path(root), max_chunks=max_chunks, cache=cache,
-                                    seeds=seeds, restart=restart, devices=devices, log=log))
-        if outcomes[-1].interrupted:
+                                    seeds=seeds, restart=restart, devices=devices, deadline=deadline, log=log))
+        if outcomes[-1].interrupted or outcomes[-1].out_of_time:
             break
     return outcomes

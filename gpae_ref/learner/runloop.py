@@ -16,6 +16,8 @@ disk and how a run continues is ``runfolder``'s.
 
 from __future__ import annotations
 
+import argparse
+import math
 import signal
 import time
 from dataclasses import dataclass, field
@@ -51,7 +53,7 @@ class Program:
 @dataclass(frozen=True)
 class LoopOutcome:
     """How ``run_loop`` ended: ``finished`` (last update done), ``stopped`` (budget of this
-    call, or Ctrl-C when ``interrupted``), ``nan`` (non-finite loss or state; last finite state kept)."""
+    call, Ctrl-C when ``interrupted``, the deadline when ``out_of_time``), ``nan`` (non-finite loss or state; last finite state kept)."""
 
     state: Any
     update: int
@@ -62,17 +64,34 @@ class LoopOutcome:
     timed_s: float
     last_eval: tuple | None
     interrupted: bool = False
+    out_of_time: bool = False
     bad_update: int | None = None
 
 
 class StopFlag:
-    """First SIGINT: stop at the next chunk boundary; second: the default KeyboardInterrupt."""
+    """First SIGINT: stop at the next chunk boundary; second: the default KeyboardInterrupt.
+
+    ``deadline`` (a ``clock()`` value, e.g. a job's or a sitting's end): also stop at the first
+    chunk boundary from which one more chunk, as long as the last one took, would end after
+    it. Chunk lengths vary (an evaluation, a checkpoint), so leave a margin of a chunk.
+    """
 
     def __init__(self, notice: str = "\nCtrl-C: stopping after this chunk (press again to abort without "
-                                      "a checkpoint)."):
+                                      "a checkpoint).", deadline: float | None = None,
+                 clock: Callable[[], float] = time.time):
         self.requested = False
         self.notice = notice
+        self.deadline = deadline
+        self.clock = clock
+        self.out_of_time = False
         self._old = None
+
+    def time_is_up(self, next_chunk_s: float) -> bool:
+        """Whether a chunk of ``next_chunk_s`` seconds started now would end after the deadline;
+        with several processes, process 0's answer, so that every process stops at the same update."""
+        if self.deadline is not None and not self.out_of_time:
+            self.out_of_time = agreed(self.clock() + next_chunk_s > self.deadline)
+        return self.out_of_time
 
     def __enter__(self):
         self._old = signal.signal(signal.SIGINT, self._handle)
@@ -87,6 +106,42 @@ class StopFlag:
     def __exit__(self, *exc):
         signal.signal(signal.SIGINT, self._old)
         return False
+
+
+def _minutes(text: str) -> float:
+    """argparse type of ``--time-limit``: a finite number of minutes above 0."""
+    try:
+        x = float(text)
+    except ValueError:
+        x = math.nan
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of minutes above 0, got {text!r}")
+    return x
+
+
+def add_time_limit_flag(parser: argparse.ArgumentParser) -> None:
+    """``--time-limit MINUTES`` of ``train`` and the experiment runner (read with ``deadline``)."""
+    parser.add_argument("--time-limit", type=_minutes, metavar="MINUTES",
+                        help="stop, with a checkpoint, at the last chunk boundary before this many minutes "
+                             "from the start (judged by the last chunk's length: leave a chunk of margin "
+                             "before a job's or a machine's end); continue as after a Ctrl-C")
+
+
+def deadline(minutes: float | None) -> float | None:
+    """The ``time.time()`` at which ``minutes`` from now end (None: no limit)."""
+    return None if minutes is None else time.time() + 60.0 * minutes
+
+
+def agreed(flag: bool) -> bool:
+    """Process 0's ``flag`` on every process (one process: ``flag``): a stop decided by a clock
+    must not let one host run a chunk the others skip."""
+    import jax
+
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
 def _seed_slice(tree, i):
@@ -147,7 +202,8 @@ def run_loop(program: Program, state, *, total: int, schedule: Schedule, wall0: 
              stop_at: int | None = None, max_chunks: int | None = None, stop: StopFlag | None = None,
              on_chunk: Callable[[dict], None] | None = None) -> LoopOutcome:
     """Run chunks from ``state`` until update ``stop_at`` (default ``total``), ``max_chunks`` chunks,
-    a Ctrl-C (``stop.requested``) or a non-finite loss/state; see the module doc for the order.
+    a Ctrl-C (``stop.requested``), ``stop``'s deadline or a non-finite loss/state; see the module
+    doc for the order.
 
     ``on_chunk`` gets a dict per chunk (update, env_steps, n, seconds, metrics, evaluation, wall).
     A stop before ``total`` writes a checkpoint at the stopping update.
@@ -159,10 +215,12 @@ def run_loop(program: Program, state, *, total: int, schedule: Schedule, wall0: 
     u = state_update(state, seeds)
     t_start = time.perf_counter()
     timed_steps, timed_s, compiled, chunks = 0, 0.0, set(), 0
-    last_eval, last_ckpt = None, None
+    last_eval, last_ckpt, chunk_s = None, None, 0.0
     wall = lambda: wall0 + time.perf_counter() - t_start  # noqa: E731 - local shorthand
     width = 1 if seeds is None else len(seeds)
     while u < stop_at and (max_chunks is None or chunks < max_chunks) and not (stop and stop.requested):
+        if stop is not None and stop.time_is_up(chunk_s):
+            break
         n = schedule.next_chunk(u, stop_at)
         t0 = time.perf_counter()
         new_state, metrics = jax.block_until_ready(program.run(state, n))
@@ -195,6 +253,7 @@ def run_loop(program: Program, state, *, total: int, schedule: Schedule, wall0: 
             timed_s += dt
         compiled.add(n)
         chunks += 1
+        chunk_s = time.perf_counter() - t0  # with its evaluation, rows and checkpoint
         if on_chunk is not None:
             on_chunk({"update": u, "env_steps": np.asarray(state.env_steps), "n": n, "seconds": dt,
                       "metrics": metrics, "evaluation": evaluation, "last_eval": last_eval, "wall": w,
@@ -203,5 +262,5 @@ def run_loop(program: Program, state, *, total: int, schedule: Schedule, wall0: 
         save(program, state, wall())
     status = "finished" if u >= total else "stopped"
     return LoopOutcome(state, u, status, wall(), chunks, timed_steps, timed_s, last_eval,
-                       interrupted=bool(stop and stop.requested))
+                       interrupted=bool(stop and stop.requested), out_of_time=bool(stop and stop.out_of_time))
 
