@@ -155,8 +155,8 @@ def run_variant(exp: Experiment, scale_name: str, variant: Variant, root: Path, 
     checkpoints are not in git) raise ``ValueError`` unless ``restart``, which replaces
     them by a run from update 0. ``devices``: how many devices the seed axis is split over
     (default: as many of the visible ones as divide the seed count; ``gpae_ref.learner.devices``).
-    ``deadline`` (a ``time.time()`` value): stop, with a checkpoint, at the last chunk boundary
-    before it (``runloop.StopFlag``).
+    ``deadline`` (a ``time.time()`` value): stop, with a checkpoint, at the first chunk boundary
+    from which one more chunk would end past it (``runloop.StopFlag``).
     """
     scale = exp.scale(scale_name)
     config = variant_config(exp, scale_name, variant)

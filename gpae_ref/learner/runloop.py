@@ -53,7 +53,8 @@ class Program:
 @dataclass(frozen=True)
 class LoopOutcome:
     """How ``run_loop`` ended: ``finished`` (last update done), ``stopped`` (budget of this
-    call, Ctrl-C when ``interrupted``, the deadline when ``out_of_time``), ``nan`` (non-finite loss or state; last finite state kept)."""
+    call, Ctrl-C when ``interrupted``, the deadline when ``out_of_time``), ``nan`` (non-finite
+    loss or state; last finite state kept)."""
 
     state: Any
     update: int
