@@ -69,6 +69,10 @@ def experiment_curves(exp: Experiment, scale_name: str, root) -> list[tuple[Vari
     return out
 
 
+def _seed_count(n: int) -> str:
+    return f"{n} seed{'s' * (n != 1)}"
+
+
 def plot_experiment(exp: Experiment, scale_name: str, root, png_path: Path) -> bool:
     """Mean and min-max band of greedy win rate vs env steps, one panel per map; False if no data."""
     import matplotlib
@@ -84,7 +88,7 @@ def plot_experiment(exp: Experiment, scale_name: str, root, png_path: Path) -> b
     for ax, m in zip(axes[0], maps):
         for i, (v, c, cur) in enumerate(x for x in curves if x[1].scenario == m):
             color = f"C{i}"
-            ax.plot(cur.steps, cur.win.mean(0), color=color, label=f"{v.name} ({cur.win.shape[0]} seeds)")
+            ax.plot(cur.steps, cur.win.mean(0), color=color, label=f"{v.name} ({_seed_count(cur.win.shape[0])})")
             ax.fill_between(cur.steps, cur.win.min(0), cur.win.max(0), color=color, alpha=0.18, lw=0)
         ax.set_title(f"{exp.name} ({scale_name}): {m}", fontsize=9)
         ax.set_xlabel("env steps")
@@ -203,7 +207,7 @@ def train_curve_table(exp: Experiment, scale_name: str, root, windows: int = TRA
             if rows and int(rows[-1]["update"]) < cfg.num_updates:
                 unfinished = max(unfinished, int(rows[-1]["env_steps"]))
         if seeds:  # a variant not run yet gets no empty column (its table row says "not run")
-            cols.append((f"{v.name} ({seeds} seed{'s' * (seeds != 1)})", wins, episodes, unfinished))
+            cols.append((f"{v.name} ({_seed_count(seeds)})", wins, episodes, unfinished))
     if last < 0:
         return None
     lines = ["| env steps (window end) | " + " | ".join(c[0] for c in cols) + " |",
