@@ -31,7 +31,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="results/hard-authors", help="the experiment folder")
     root = Path(ap.parse_args().root)
-    arms = {p.name: load(p / "seed0.csv") for p in sorted(root.iterdir()) if (p / "seed0.csv").is_file()}
+    arms = {p.name: load(p / "seed0.csv") for p in sorted(root.glob("*")) if (p / "seed0.csv").is_file()}
+    if not arms:
+        ap.error(f"--root {root}: no <arm>/seed0.csv below it; pass the experiment folder, "
+                 "e.g. results/hard-authors")
     for name, (steps, wins, episodes, evals) in arms.items():
         last4m = steps > steps[-1] - 4_000_000
         print(f"{name}: {steps[-1]:,} env steps; greedy last {100 * evals[-1, 1]:.1f}%, "

@@ -1,0 +1,28 @@
+"""benchmarks/hard_authors_numbers.py: it prints the numbers docs/results.md quotes, and refuses a wrong folder."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "hard_authors_numbers.py"
+RESULTS = ROOT / "results" / "hard-authors"
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_prints_the_finished_arms_numbers_the_docs_quote():
+    if not (RESULTS / "gpae-K2" / "seed0.csv").is_file():
+        pytest.skip("results/ is not part of an installed package")
+    out = _run().stdout
+    assert "gpae-K2: 10,002,432 env steps; greedy last 1.6%, mean over 61 evals 1.6%" in out
+    assert "mappo: 9,994,240 env steps; greedy last 3.1%, mean over 61 evals 1.8%" in out
+    assert "above 23, below 31, equal 7" in out
+
+
+def test_a_folder_without_run_csvs_is_refused_by_name(tmp_path):
+    done = _run("--root", str(tmp_path / "nowhere"))
+    assert done.returncode == 2 and "--root" in done.stderr and "seed0.csv" in done.stderr
