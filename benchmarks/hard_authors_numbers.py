@@ -3,9 +3,9 @@
 Reads the committed per-seed CSVs of ``hard --scale authors`` (seed 0) and prints, per
 arm: greedy win rate at the last evaluation, its mean over all evaluations and over
 the last ten, and the training win rate over the run's last 4M env steps (episodes
-pooled); then, for GPAE K=2 against MAPPO, at how many of GPAE's evaluation points its
-greedy win rate is above, below or equal to MAPPO's (MAPPO interpolated to the same
-env steps).
+pooled); then, for every other arm against MAPPO at the authors' settings (``mappo``), at
+how many of that arm's evaluation points its greedy win rate is above, below or equal to
+MAPPO's (MAPPO interpolated to the same env steps).
 
     python benchmarks/hard_authors_numbers.py [--root results/hard-authors]
 """
@@ -41,13 +41,15 @@ def main() -> None:
               f"mean over {len(evals)} evals {100 * evals[:, 1].mean():.1f}%, "
               f"last ten {100 * evals[-10:, 1].mean():.1f}%; training win over the last 4M steps "
               f"{100 * wins[last4m].sum() / episodes[last4m].sum():.2f}%")
-    if {"gpae-K2", "mappo"} <= arms.keys():
-        gpae, mappo = arms["gpae-K2"][3], arms["mappo"][3]
-        at = np.interp(gpae[:, 0], mappo[:, 0], mappo[:, 1])
-        above, below = int((gpae[:, 1] > at + 1e-9).sum()), int((gpae[:, 1] < at - 1e-9).sum())
-        print(f"gpae-K2 vs mappo greedy at gpae's {len(gpae)} evaluation points: above {above}, "
-              f"below {below}, equal {len(gpae) - above - below}")
-
+    if "mappo" in arms:
+        mappo = arms["mappo"][3]
+        for name, (_, _, _, evals) in arms.items():
+            if name == "mappo":
+                continue
+            at = np.interp(evals[:, 0], mappo[:, 0], mappo[:, 1])
+            above, below = int((evals[:, 1] > at + 1e-9).sum()), int((evals[:, 1] < at - 1e-9).sum())
+            print(f"{name} vs mappo greedy at {name}'s {len(evals)} evaluation points: above {above}, "
+                  f"below {below}, equal {len(evals) - above - below}")
 
 if __name__ == "__main__":
     main()

@@ -14,13 +14,15 @@ def _run(*args):
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT)
 
 
-def test_prints_the_finished_arms_numbers_the_docs_quote():
+def test_prints_the_numbers_the_docs_quote_for_all_three_arms():
     if not (RESULTS / "gpae-K2" / "seed0.csv").is_file():
         pytest.skip("results/ is not part of an installed package")
     out = _run().stdout
     assert "gpae-K2: 10,002,432 env steps; greedy last 1.6%, mean over 61 evals 1.6%" in out
     assert "mappo: 9,994,240 env steps; greedy last 3.1%, mean over 61 evals 1.8%" in out
-    assert "above 23, below 31, equal 7" in out
+    assert "mappo-jaxmarl: 9,994,240 env steps; greedy last 10.9%, mean over 61 evals 8.6%" in out
+    assert "gpae-K2 vs mappo greedy at gpae-K2's 61 evaluation points: above 23, below 31, equal 7" in out
+    assert "mappo-jaxmarl vs mappo greedy at mappo-jaxmarl's 61 evaluation points: above 55, below 1, equal 5" in out
 
 
 def test_a_folder_without_run_csvs_is_refused_by_name(tmp_path):
