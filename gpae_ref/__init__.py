@@ -26,9 +26,10 @@ from gpae_ref.corrections import CORRECTION_TABLE, CORRECTIONS
 from gpae_ref.tolerances import FLOAT32_TOL, FLOAT64_TOL
 from gpae_ref.api import BACKENDS, gpae
 from gpae_ref.reference import GPAEOutput, trace_coefficients
+from gpae_ref.validation import FullOverflowWarning
 # Bound after the submodule import, so the name is the function, not the module.
 from gpae_ref.verify import VerifyReport, verify
 
-__all__ = ["BACKENDS", "CORRECTION_TABLE", "CORRECTIONS", "FLOAT32_TOL", "FLOAT64_TOL", "GPAEOutput", "gpae", "VerifyReport", "trace_coefficients", "verify"]
+__all__ = ["BACKENDS", "CORRECTION_TABLE", "CORRECTIONS", "FLOAT32_TOL", "FLOAT64_TOL", "FullOverflowWarning", "GPAEOutput", "gpae", "VerifyReport", "trace_coefficients", "verify"]
 __version__ = "0.1.0"
 

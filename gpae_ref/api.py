@@ -23,7 +23,8 @@ from gpae_ref.dtypes import (
     host_flags,
     host_real,
 )
-from gpae_ref.validation import check_out, check_scalars, check_shapes, check_values, validate
+from gpae_ref.validation import (check_out, check_scalars, check_shapes, check_values, validate,
+                                 warn_if_full_overflowed)
 from gpae_ref.reference import GPAEOutput
 from gpae_ref.reference import gpae as _gpae_numpy
 
@@ -216,7 +217,10 @@ def gpae(
     host. They are skipped for device arrays (cuda: no device-to-host copy
     just to check) and for JAX tracers (under ``jit`` there are no values): there a
     NaN, a positive log-prob or a non-binary done is not reported and gives
-    meaningless outputs. Raises ValueError naming the argument.
+    meaningless outputs. Raises ValueError naming the argument. With ``full``
+    (untruncated traces) an exact value beyond the compute dtype is returned as
+    inf in every backend, as the reference does, with a ``FullOverflowWarning``
+    where the outputs are on the host.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}.")
@@ -224,10 +228,9 @@ def gpae(
     if backend == "auto":
         backend = _pick_backend(logp_target)
     kwargs = dict(gamma=gamma, lam=lam, correction=correction, eta=eta, mask=mask, out=out)
-    if backend == "numpy":
-        return _gpae_numpy_checked(rewards, values, dones, logp_target, logp_behaviour, **kwargs)
-    if backend == "numba":
-        return _gpae_numba_checked(rewards, values, dones, logp_target, logp_behaviour, **kwargs)
-    if backend == "cuda":
-        return _gpae_cuda_checked(rewards, values, dones, logp_target, logp_behaviour, **kwargs)
-    return _gpae_jax_checked(rewards, values, dones, logp_target, logp_behaviour, **kwargs)
+    run = {"numpy": _gpae_numpy_checked, "numba": _gpae_numba_checked, "cuda": _gpae_cuda_checked,
+           "jax": _gpae_jax_checked}[backend]
+    result = run(rewards, values, dones, logp_target, logp_behaviour, **kwargs)
+    if backend != "numpy":  # the reference warns itself
+        warn_if_full_overflowed(correction, *result)
+    return result

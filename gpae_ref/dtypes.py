@@ -101,6 +101,11 @@ def check_dtypes(rewards: Any, values: Any, dones: Any, logp_target: Any, logp_b
                 f"{name} must hold numbers (integer or floating dtype); got bool. "
                 f"Cast it, e.g. {name}.astype(np.float32)."
             )
+        if dt.kind == "V" and "float" in dt.name:  # ml_dtypes' bfloat16, float8_*: floats NumPy cannot compute in
+            raise ValueError(
+                f"{name} has dtype {dt}, which no backend computes in (float32 and float64 only); "
+                f"cast it, e.g. {name}.astype(np.float32)."
+            )
         if dt.kind not in "biuf":
             raise ValueError(
                 f"{name} must have a numeric dtype (bool only for dones and mask, integer or "

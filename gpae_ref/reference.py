@@ -17,7 +17,8 @@ import numpy as np
 
 from gpae_ref.corrections import correction_row, correction_table_text
 from gpae_ref.dtypes import check_dtypes
-from gpae_ref.validation import check_logp_shapes, check_logp_values, check_scalars, validate
+from gpae_ref.validation import (check_logp_shapes, check_logp_values, check_scalars, validate,
+                                 warn_if_full_overflowed)
 
 
 class GPAEOutput(NamedTuple):
@@ -117,7 +118,9 @@ def gpae(
     Returns ``GPAEOutput(advantages, value_targets)``, both float64 ``[T, B, N]``
     whatever the input dtypes (integer and floating; bool for dones and mask;
     see ``gpae_ref.corrections.check_dtypes``). Raises ValueError naming the
-    argument for any bad input (nothing is broadcast silently).
+    argument for any bad input (nothing is broadcast silently). With ``full``
+    (untruncated traces) an exact value beyond float64 is returned as inf, with a
+    ``FullOverflowWarning`` (``gpae_ref.validation.warn_if_full_overflowed``).
     """
     shapes = validate(
         rewards, values, dones, logp_target, logp_behaviour,
@@ -145,4 +148,5 @@ def gpae(
         advantages[t] = delta + gamma * lam * carried
         next_adv, next_c = advantages[t], c[t]
     value_targets = E[:T] + own_clip * advantages
+    warn_if_full_overflowed(correction, advantages, value_targets)
     return GPAEOutput(advantages, value_targets)

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from gpae_ref.arrays import is_device_array, is_tracer
 from gpae_ref.corrections import CORRECTIONS
 from gpae_ref.dtypes import check_dtypes, first_index
 
@@ -84,6 +86,13 @@ def check_scalars(*, gamma: Any, lam: Any, correction: Any, eta: Any) -> Scalars
     Python numbers, NumPy scalars and 0-d arrays are accepted (``np.array(0.9)``);
     bools, complex numbers, strings and tracers are not.
     """
+    for name, x in (("gamma", gamma), ("lam", lam), ("eta", eta)):
+        if is_tracer(x):  # e.g. a jitted function's argument: the range checks need its value
+            raise ValueError(
+                f"{name} must be a concrete number, not a traced JAX value ({type(x).__name__}): "
+                f"under jax.jit pass it as a static argument (static_argnames=({name!r},)) or close "
+                f"over a Python float."
+            )
     g, lm, e = _real_scalar("gamma", gamma), _real_scalar("lam", lam), _real_scalar("eta", eta)
     if g is None or not 0.0 <= g < 1.0:
         raise ValueError(f"gamma must be a real number in [0, 1); got {gamma!r}.")
@@ -304,6 +313,35 @@ def validate(
         check_values(rewards, values, dones, logp_target, logp_behaviour, mask,
                      rule if dtype is None else dtype)
     return shapes
+
+
+class FullOverflowWarning(RuntimeWarning):
+    """correction='full' returned inf or NaN: its untruncated traces exceeded the dtype's range."""
+
+
+def warn_if_full_overflowed(correction: str, advantages: Any, value_targets: Any) -> None:
+    """Warn when a ``full`` result holds inf or NaN (host and JAX CPU outputs; device arrays and
+    tracers are not read, as their inputs' contents are not checked either).
+
+    Every input was checked, so only ``full`` can overflow: its traces are the untruncated
+    joint ratios rho_t, unbounded above, and the recursion multiplies them along the trace
+    (the truncated corrections keep c <= 1, and ``limits`` bounds their sums). The result
+    is kept (inf where the exact value is beyond the dtype, the same in every backend, so
+    backends stay comparable with the reference); the warning says why and what to use.
+    """
+    if correction != "full" or is_tracer(advantages) or is_device_array(advantages):
+        return
+    for name, x in (("advantages", advantages), ("value_targets", value_targets)):
+        x = np.asarray(x)
+        if not np.all(np.isfinite(x)):
+            at = first_index(~np.isfinite(x))
+            warnings.warn(
+                f"correction='full' overflowed: {name} holds {float(x[at])} at index {at} in "
+                f"{x.dtype}. Its traces are the untruncated joint ratios rho_t, which the "
+                f"recursion multiplies along the trace; 'full' is for the exact oracle on small "
+                f"games. Use a truncated correction ('dt', the default, or 'st', 'it'), or "
+                f"shorten the traces (lam < 1, dones).", FullOverflowWarning, stacklevel=3)
+            return
 
 
 # ----------------------------------------------------------------------------

@@ -291,3 +291,40 @@ def test_inputs_at_the_ends_of_their_usable_ranges_are_exact(backend, dtype):
     arrays["logp_target"][:, 1, :] = lim.target_min
     for correction in ("none", "it", "st", "dt"):
         _agree_with_reference(backend, arrays, gamma=0.99, lam=1.0, correction=correction, eta=1.02)
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_full_correction_that_overflows_warns_once_naming_the_fix(backend):
+    """`full` multiplies untruncated joint ratios along the trace: with behaviour log-probs of
+    -700 on 4 agents each trace is exp(2800), beyond float64. The result stays inf (as in the
+    reference, in every backend), but no longer silently: one warning naming the fix."""
+    import warnings
+
+    overrides = dict(values=np.ones((T + 1, B, N * 2)), logp_target=np.zeros((T, B, N * 2)),
+                     logp_behaviour=np.full((T, B, N * 2), -700.0), lam=0.9, gamma=0.9)
+    with pytest.warns(gpae_ref.FullOverflowWarning, match=r"^correction='full' overflowed: .*'dt'") as caught:
+        out = call(backend, correction="full", **overrides)
+    assert len(caught) == 1 and np.isinf(np.asarray(out.advantages)).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same inputs truncated: finite, no warning
+        out = call(backend, correction="dt", **overrides)
+    assert np.all(np.isfinite(np.asarray(out.advantages)))
+
+
+def test_low_precision_float_dtypes_are_refused_with_the_cast_that_fixes_them():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    with pytest.raises(ValueError, match=r"^rewards has dtype bfloat16, .*astype\(np.float32\)"):
+        call("numpy", rewards=good_inputs()["rewards"].astype(ml_dtypes.bfloat16))
+
+
+@pytest.mark.parametrize("name", ["gamma", "lam", "eta"])
+def test_a_traced_scalar_under_jit_says_how_to_pass_it(name):
+    jax = pytest.importorskip("jax")
+    arrays = {k: jax.numpy.asarray(v, "float32") for k, v in good_inputs().items()}
+    scalars = dict(gamma=0.99, lam=0.95, eta=1.02)
+
+    def f(x):
+        return gpae_ref.gpae(**arrays, **{**scalars, name: x}).advantages
+
+    with pytest.raises(ValueError, match=rf"^{name} must be a concrete number.*static_argnames"):
+        jax.jit(f)(0.5)
