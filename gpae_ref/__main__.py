@@ -5,19 +5,29 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 
 def load_estimator(spec: str) -> Callable:
-    """Import ``package.module:function`` (attribute paths like ``mod:obj.method`` work too).
+    """Import ``package.module:function`` (attribute paths like ``mod:obj.method`` work too), or
+    ``path/to/file.py:function`` (the file's folder goes first on ``sys.path``, as running it would).
 
     Raises ValueError with a one-line message for a malformed spec, a module
     that fails to import (for any reason: the message names the exception), a
     missing attribute or a non-callable object.
     """
-    module_name, sep, attr = spec.partition(":")
+    module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"estimator must be given as package.module:function; got {spec!r}.")
+        raise ValueError(f"estimator must be given as package.module:function (or path/to/file.py:function); "
+                         f"got {spec!r}.")
+    if module_name.endswith(".py"):  # a file: imported as `python path/to/file.py` would see it
+        path = Path(module_name)
+        if not path.is_file():
+            raise ValueError(f"no file {module_name!r} (from {spec!r}): give an existing .py file, or "
+                             f"package.module:function for an importable module.")
+        sys.path.insert(0, str(path.resolve().parent))
+        module_name = path.stem
     try:
         obj = importlib.import_module(module_name)
     except Exception as exc:  # SyntaxError, NameError, ... at import time: still a one-line message
@@ -39,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check an estimator against the spec's properties (exit 1 on failure)",
                        description="Exit status: 0 all checked cells passed, 1 some failed, 2 bad usage or the "
                                    "estimator could not be loaded.")
-    v.add_argument("estimator", help="package.module:function with the signature of gpae_ref.gpae")
+    v.add_argument("estimator", help="package.module:function (or path/to/file.py:function) with the signature "
+                                     "of gpae_ref.gpae")
     from gpae_ref.verify.options import add_arguments  # one flag per field of VerifyOptions
 
     add_arguments(v.add_argument)

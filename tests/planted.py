@@ -250,3 +250,25 @@ def off_by_rounding(*args, **kwargs):
     """Correct up to a relative error of 1e-7 (float64 at 1e-9 fails by about 100 x tolerance)."""
     A, v = _estimator(*args, **kwargs)
     return A * (1 + 1e-7), v * (1 + 1e-7)
+
+
+def joint_for_dt(*args, correction="dt", **kwargs):
+    """DT-ISR misread as the single truncation: rho^-i not capped at eta (st computed for dt)."""
+    return _estimator(*args, correction="st" if correction == "dt" else correction, **kwargs)
+
+
+def swapped_log_probs(rewards, values, dones, logp_target, logp_behaviour, **kwargs):
+    """logp_target and logp_behaviour swapped: every ratio inverted."""
+    return _estimator(rewards, values, dones, logp_behaviour, logp_target, **kwargs)
+
+
+def float32_inside(*args, **kwargs):
+    """Float32 inputs and results (as from a float32 network and trainer), returned as float64."""
+    with np.errstate(over="ignore"):
+        A, v = _estimator(*[np.asarray(a, np.float32) for a in args], **kwargs)
+        return A.astype(np.float32).astype(np.float64), v.astype(np.float32).astype(np.float64)
+
+
+def advantages_only(*args, **kwargs):
+    """Returns the advantages alone (a GAE library's advantage function)."""
+    return _estimator(*args, **kwargs)[0]

@@ -356,6 +356,7 @@ def test_cli_partial_and_single_agent_estimators():
     ("gpae_ref.reference:no_such_function", "has no attribute"),
     ("gpae_ref.corrections:CORRECTIONS", "is not callable"),
     ("broken_module:f", "ZeroDivisionError"),
+    ("no/such/file.py:f", "no file 'no/such/file.py'"),
 ])
 def test_cli_bad_spec_is_a_one_line_error_exit_2(spec, message, tmp_path):
     (tmp_path / "broken_module.py").write_text("x = 1 / 0\n")
@@ -364,6 +365,16 @@ def test_cli_bad_spec_is_a_one_line_error_exit_2(spec, message, tmp_path):
     assert message in out.stderr
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_cli_takes_a_file_path_with_its_sibling_imports(tmp_path):
+    """`verify path/to/file.py:fn` imports the file as running it would (its folder on sys.path),
+    and the saved rerun script finds it again (it said: No module named '/path/ests')."""
+    (tmp_path / "helpers.py").write_text("import gpae_ref\nreference = gpae_ref.reference.gpae\n")
+    (tmp_path / "ests.py").write_text("from helpers import reference\n\n"
+                                      "def good(*a, **k):\n    return reference(*a, **k)\n")
+    out = _cli("verify", str(tmp_path / "ests.py") + ":good", "--checks", "P6 reductions", "--quiet")
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_cli_bad_option_exit_2():

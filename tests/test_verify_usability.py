@@ -108,9 +108,37 @@ def test_a_hint_names_the_option_that_fixes_it(estimator, options, hint, fix):
 
 def test_the_hints_say_why():
     ignores = verify(planted.ignores_correction, checks=("matches reference",))
-    assert "equal correction 'none''s" in ignores.hints[0]
+    assert "equal those of correction 'none' (it seems to ignore `correction`)" in ignores.hints[0]
     raises = verify(planted.gae_only, checks=("matches reference",))
     assert "it raised in every case of it, st, dt, full" in raises.hints[0]
+
+
+def test_dt_computed_as_st_is_named_as_a_bug_in_dt_not_a_correction_to_leave_out():
+    report = verify(planted.joint_for_dt, checks=("matches reference",))
+    assert report.hints == ["its advantages for dt equal those of correction 'st': it computes c = min(1, rho) "
+                            "where dt is c = min(1, rho^i min(eta, rho^-i)); fix its dt"]
+
+
+def test_float32_arithmetic_behind_float64_outputs_gets_the_float32_hint_and_its_fix_passes():
+    checks = ("P6 reductions", "P7 symmetries")
+    report = verify(planted.float32_inside, checks=checks)
+    assert not report.ok and len(report.hints) == 1
+    assert "errors are within float32's tolerance" in report.hints[0] and "atol=0.0001, rtol=0.0001" in report.hints[0]
+    assert verify(planted.float32_inside, checks=checks, atol=1e-4, rtol=1e-4).ok
+
+
+def test_a_convention_that_explains_only_a_minority_of_failures_is_not_hinted():
+    """Swapped log-probs invert every ratio; in a few on-policy-like cases the advantages still pass
+    and the value targets happen to be V + A. The hint named value_targets='plain', which fixed nothing."""
+    report = verify(planted.swapped_log_probs)
+    assert not report.ok and not any("value_targets" in h for h in report.hints), report.hints
+
+
+def test_advantages_alone_are_accepted_with_value_targets_none():
+    checks = ("P6 reductions", "matches reference")
+    assert verify(planted.advantages_only, checks=checks, value_targets="none").ok
+    refused = verify(planted.advantages_only, checks=("P6 reductions",), corrections="none")
+    assert "verify with value_targets='none'" in str(refused)
 
 
 @pytest.mark.parametrize("estimator", [planted.correct, planted.lam_on_delta, planted.trace_at_t])
@@ -216,6 +244,21 @@ def test_cli_prints_the_hint_and_takes_the_fix():
     assert "hint: the estimator works on [B, T, N] arrays (batch-major): verify with layout='BTN'" in out.stdout
     out = _cli("planted:plain_value_targets", "--checks", "P6 reductions", "--value-targets", "plain")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_saved_counterexample_reruns_from_any_folder_without_pythonpath(tmp_path):
+    """The script finds its .npz beside itself and the user's module where verify imported it from
+    (a stranger's estimator in their own folder; the script was only runnable from its folder with
+    PYTHONPATH set)."""
+    report = verify(planted.lam_on_delta, checks=("P6 reductions",), corrections="none", max_examples=1)
+    script = [p for p in report.save(tmp_path / "cx") if p.suffix == ".py"][0]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = subprocess.run([sys.executable, str(script)], cwd=elsewhere, capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "FAILS" in out.stdout
 
 
 def test_plugin_takes_the_new_options(pytester):

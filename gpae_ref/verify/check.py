@@ -91,6 +91,7 @@ def _hints(estimator, o: VerifyOptions, corrections, cells, failed, how: Judging
         found.append(hints.correction_hint(estimator, o.agents, o.layout, cells, corrections, raised, o.seed, tol))
     if how.value_targets != "none":
         found.append(hints.convention_hint([v.matches for _, v in failed]))
+    found.append(hints.precision_hint([v for _, v in failed], how, o.atol is not None or o.rtol is not None))
     return [h for h in found if h]
 
 
@@ -129,7 +130,7 @@ def verify(
     e.g. ``"BTN"`` for batch-major (``LAYOUTS``). ``value_targets``: the
     convention of its second output, ``"clipped"`` (the spec's
     v = E + min(1, rho^i) A), ``"plain"`` (v = V + A, most GAE libraries) or
-    ``"none"`` (advantages only). ``masks``: False for an estimator without a
+    ``"none"`` (advantages only; the estimator may then return them alone). ``masks``: False for an estimator without a
     ``mask`` argument (masked cases are left out). ``seed`` fixes every game,
     policy and input. ``atol``/``rtol``: None follows each output's dtype
     (``TOLERANCES``). ``max_examples``: counterexamples kept per failing check.
@@ -142,7 +143,8 @@ def verify(
     checks = _names(checks, CHECKS, "checks")
     report_progress = progress if callable(progress) else (
         (lambda m: print(m, file=sys.stderr, flush=True)) if progress else None)
-    invoke = Invoker(estimator, None if agents is None else 1, bool(masks), report_progress, layout)
+    invoke = Invoker(estimator, None if agents is None else 1, bool(masks), report_progress, layout,
+                     one_output=value_targets == "none")
     cases = [case for name in checks for case in build_cases(name, int(seed), corrections, invoke.agents, masks)]
     # The estimator's own overflow warnings are reported as failures, and a float32 `full` beyond
     # its range as n/a: neither needs a warning on top.

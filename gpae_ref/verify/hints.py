@@ -7,11 +7,14 @@ Each cause is detected from what the estimator does, never guessed from names:
   other layout (single-agent ``[T, B]``, batch-major ``[B, T, N]``, the agent
   axis elsewhere); a layout whose advantages match the reference is the hint;
 * a correction fails: the estimator is called with that correction on the same
-  input, and if its advantages equal another correction's (typically ``none``:
-  a GAE that ignores ``correction``), or it raised in every case, the hint
-  says to verify only the corrections it implements;
+  input; if its advantages equal ``none``'s (a GAE that ignores ``correction``),
+  or it raised in every case, the hint says to verify only the corrections it
+  implements; if they equal another truncation's (``st`` for ``dt``: rho^-i not
+  capped at eta), the hint gives both formulas from the correction table;
 * value targets fail while the advantages pass, and match another convention
-  (``plain`` V + A): the hint names ``value_targets``.
+  (``plain`` V + A), in most failing cases: the hint names ``value_targets``;
+* the output is float64 but most failures are within float32's tolerance: the
+  estimator computes in float32, and the hint names the tolerance.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from collections import Counter
 
 import numpy as np
 
-from gpae_ref.corrections import CORRECTIONS
+from gpae_ref.corrections import CORRECTIONS, correction_row
 from gpae_ref.verify.cases import _direct, _reference_expected, random_inputs
 from gpae_ref.verify.options import LAYOUTS
 from gpae_ref.verify.report import FAIL, Cell
-from gpae_ref.verify.runner import EstimatorError, Invoker, Judging, judge, run_call
+from gpae_ref.verify.runner import (TOLERANCES, EstimatorError, Invoker, Judging, Verdict, judge,
+                                    ratio_to_tolerance, run_call)
 
 PROBE_SHAPE = (4, 3, 2)  # T, B, N all distinct, so a wrong axis order cannot line up by chance
 PROBE_GROUP = "B"  # no mask: the probe must not depend on the estimator's mask support
@@ -35,7 +39,7 @@ def _probe(estimator, agents, layout, correction: str, like: str, seed: int, tol
     T, B, N = PROBE_SHAPE
     x = random_inputs(np.random.default_rng(seed + 1000), T, B, 1 if agents == 1 else N, done_prob=0.3)
     case = _direct("probe", correction, "probe", x, PROBE_GROUP, _reference_expected(x, PROBE_GROUP, like))
-    invoke = Invoker(estimator, agents, False, None, layout)
+    invoke = Invoker(estimator, agents, False, None, layout, one_output=True)  # advantages are what it judges
     try:
         outputs = [run_call(invoke, case.calls[0], False)]
     except EstimatorError:
@@ -81,20 +85,27 @@ def correction_hint(estimator, agents, layout, cells: dict, corrections, raised_
         like = next((g for g in CORRECTIONS if g != c and _probe(estimator, agents, layout, c, g, seed, tol)), None)
         if like is not None:
             same_as[c] = like
-    explained = [c for c in failing if c in raised_everywhere or c in same_as]
-    keep = [c for c in corrections if c not in explained]
-    if not explained or not keep:
-        return None
+    # Computing `none` for a correction is ignoring `correction` (a GAE): verifying only what it
+    # implements is the fix. Computing another truncation is a bug in that correction: fix it.
+    misread = {c: g for c, g in same_as.items() if g != "none"}
+    dropped = [c for c in failing if c in raised_everywhere or same_as.get(c) == "none"]
+    keep = [c for c in corrections if c not in dropped]
     causes = []
-    raised = [c for c in explained if c in raised_everywhere]
+    raised = [c for c in dropped if c in raised_everywhere]
     if raised:
         causes.append(f"it raised in every case of {', '.join(raised)}")
-    for like in dict.fromkeys(same_as.values()):
-        these = [c for c, g in same_as.items() if g == like]
-        causes.append(f"its advantages for {', '.join(these)} equal correction {like!r}'s (it seems to ignore "
-                      f"`correction`)")
-    return (f"{'; '.join(causes)}: if it implements only {', '.join(keep)}, verify with "
-            f"corrections={tuple(keep)!r} (--corrections {','.join(keep)})")
+    ignored = [c for c in dropped if c not in raised_everywhere]
+    if ignored:
+        causes.append(f"its advantages for {', '.join(ignored)} equal those of correction 'none' (it seems "
+                      f"to ignore `correction`)")
+    found = []
+    if causes and keep:
+        found.append(f"{'; '.join(causes)}: if it implements only {', '.join(keep)}, verify with "
+                     f"corrections={tuple(keep)!r} (--corrections {','.join(keep)})")
+    for c, g in misread.items():
+        found.append(f"its advantages for {c} equal those of correction {g!r}: it computes c = "
+                     f"{correction_row(g).formula} where {c} is c = {correction_row(c).formula}; fix its {c}")
+    return "; ".join(found) or None
 
 
 def convention_hint(conventions: list[str | None]) -> str | None:
@@ -103,10 +114,28 @@ def convention_hint(conventions: list[str | None]) -> str | None:
     if len(found) != 1:
         return None
     (name, k), = found.items()
+    if 2 * k <= len(conventions):  # a minority: the convention is not what fails (e.g. swapped ratios)
+        return None
     what = {"plain": "V + A", "clipped": "E + min(1, rho^i) A, the spec's"}[name]
     return (f"in {k} of the {len(conventions)} failing cases the advantages pass and the value targets are "
             f"{what}: verify with value_targets={name!r} (--value-targets {name}), or value_targets='none' "
             f"to check advantages only")
+
+
+def precision_hint(verdicts: list[Verdict], how: Judging, tolerance_given: bool) -> str | None:
+    """float64 outputs judged at float64's tolerance whose errors are, in most failing cases, within
+    float32's: the estimator computes in float32 (a float32 network or trainer) and casts."""
+    if tolerance_given or how.tolerances[0] != TOLERANCES["float64"]:
+        return None
+    f32 = TOLERANCES["float32"]
+    k = sum(v.error is None and v.got is not None and ratio_to_tolerance(v.got, v.expected, *f32)[0] <= 1
+            for v in verdicts)
+    if 2 * k <= len(verdicts):
+        return None
+    return (f"in {k} of the {len(verdicts)} failing cases the outputs are float64 but the errors are within "
+            f"float32's tolerance (atol, rtol = {f32[0]:g}, {f32[1]:g}): it seems to compute in float32. Return "
+            f"float32 arrays (verify then judges at float32's tolerance), or pass atol={f32[0]:g}, "
+            f"rtol={f32[1]:g} (--atol {f32[0]:g} --rtol {f32[1]:g})")
 
 
 def all_failed(cells: dict[tuple[str, str], Cell], corrections) -> bool:

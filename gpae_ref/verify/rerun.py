@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +13,15 @@ import numpy as np
 _SNIPPET = '''"""Rerun verify's counterexample: [{check} / {correction}] {title}
 
 {description}
-Run from this folder: python {stem}.py
+Run from any folder: python {stem}.py (with the path to this file)
 """
+from pathlib import Path
+
 import numpy as np
 
 {import_line}
 
-data = np.load("{stem}.npz")  # arrays only, no pickle
+data = np.load(Path(__file__).resolve().parent / "{stem}.npz")  # arrays only, no pickle
 NAMES = ("rewards", "values", "dones", "logp_target", "logp_behaviour")
 CALLS = {calls!r}  # the options of each call
 atol, rtol = {atol!r}, {rtol!r}
@@ -39,6 +44,8 @@ def call(j):
     if f"call{{j}}_mask" in data.files:
         kwargs["mask"] = to_layout(data[f"call{{j}}_mask"])
     out = estimator(*args, **kwargs)
+    if hasattr(out, "shape"):  # the advantages alone (value_targets='none')
+        out = (out, out)
     return [from_layout(np.asarray(o, np.float64)){expand} for o in out]
 
 
@@ -70,13 +77,31 @@ _RELATIONS = {
 }
 
 
+def _import_root(module: str) -> str | None:
+    """The sys.path folder ``module`` was imported from, unless it is an installed library's."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+        return None
+    depth = module.count(".") + (2 if os.path.basename(spec.origin) == "__init__.py" else 1)
+    root = Path(spec.origin).resolve().parents[depth - 1]
+    installed = {Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return None if root in installed or any(p in root.parents for p in installed) else str(root)
+
+
 def _import_line(label: str) -> str:
     module, _, name = label.partition(":")
     if module and name and "<" not in name and module not in ("?", "__main__"):
         head, _, rest = name.partition(".")
-        if rest:
-            return f"from {module} import {head}\nestimator = {head}.{rest}"
-        return f"from {module} import {head} as estimator"
+        line = (f"from {module} import {head}\nestimator = {head}.{rest}" if rest
+                else f"from {module} import {head} as estimator")
+        try:
+            root = _import_root(module)
+        except (ImportError, ValueError):  # a module that cannot be found again: import it as named
+            root = None
+        if root is not None:  # a module of the user's own folder: found from wherever this runs
+            line = (f"import sys\n\nsys.path.insert(0, {root!r})  # where verify imported {module} from\n"
+                    + line)
+        return line
     return f"estimator = ...  # the estimator verify checked ({label}): import or define it here"
 
 

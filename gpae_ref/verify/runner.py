@@ -62,6 +62,7 @@ class Invoker:
     masks: bool
     progress: Callable[[str], None] | None = None
     layout: str | None = None
+    one_output: bool = False  # value_targets='none': the advantages alone are accepted too
     calls: int = 0
     output_dtypes: tuple = (None, None)
 
@@ -95,7 +96,8 @@ class Invoker:
             raise EstimatorError(raised_message(exc, "mask" in kwargs)) from exc
         T, B, N = np.shape(arrays["logp_target"])
         ndim = 2 if self.agents == 1 else 3
-        adv, vt = _two_arrays(out, tuple(dict(T=T, B=B, N=N)[c] for c in self.layout), self.layout)
+        adv, vt = _two_arrays(out, tuple(dict(T=T, B=B, N=N)[c] for c in self.layout), self.layout,
+                              self.one_output)
         if self.output_dtypes == (None, None) and adv.dtype.kind == "f":
             self.output_dtypes = (adv.dtype, vt.dtype if vt.dtype.kind == "f" else adv.dtype)
         adv, vt = (from_layout(x, self.layout, ndim).astype(np.float64) for x in (adv, vt))
@@ -106,16 +108,23 @@ class Invoker:
         return adv, vt
 
 
-def _two_arrays(out, shape, layout: str = "TBN") -> tuple[np.ndarray, np.ndarray]:
-    """The estimator's return value as two real arrays of ``shape``, else EstimatorError saying what it got."""
+def _two_arrays(out, shape, layout: str = "TBN", one_output: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The estimator's return value as two real arrays of ``shape``, else EstimatorError saying what it got.
+
+    ``one_output``: a single array is the advantages (returned twice; its value targets are not judged).
+    """
     want = f"a pair (advantages, value_targets) of arrays of shape {list(shape)}"
+    if one_output and hasattr(out, "shape") and not isinstance(out, dict):
+        out = (out, out)
     if isinstance(out, dict):
         keys = list(out)[:6]
         raise EstimatorError(f"the estimator returned a dict with keys {keys}; verify expects {want}: "
                              "wrap it, e.g. lambda *a, **k: (lambda o: (o['advantages'], o['value_targets']))(fn(*a, **k))")
     if isinstance(out, (str, bytes)) or not hasattr(out, "__len__") or hasattr(out, "shape"):
         what = f"one array of shape {list(np.shape(out))}" if hasattr(out, "shape") else f"a {type(out).__name__}"
-        raise EstimatorError(f"the estimator returned {what}; verify expects {want}.")
+        alone = (" (for an estimator of advantages only, verify with value_targets='none', --value-targets none)"
+                 if hasattr(out, "shape") else "")
+        raise EstimatorError(f"the estimator returned {what}; verify expects {want}{alone}.")
     if len(out) != 2:
         raise EstimatorError(f"the estimator returned a {type(out).__name__} of length {len(out)}; verify expects {want}.")
     arrays = []
