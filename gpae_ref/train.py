@@ -123,6 +123,9 @@ def schedule_from(args, parser, saved: dict | None = None):
 
 def prepare_new_run(args, parser, cfg):
     """The ``RunFolder`` of a new run, created and emptied of an old run's files; errors name the flag."""
+    if args.name is not None and (args.name in ("", ".", "..") or "/" in args.name or os.sep in args.name):
+        parser.error(f"--name: {args.name!r} is not a folder name; give one name (the run goes to "
+                     f"--runs-dir/NAME; use --runs-dir to choose where).")
     name = args.name or default_name(cfg)
     runs = Path(args.runs_dir)
     if runs.exists() and not runs.is_dir():
@@ -157,7 +160,8 @@ def open_resumed_run(args, parser, smax: str):
         parser.error(f"--resume: {folder.path} has {folder.record_path.name} but no saved state "
                      f"({folder.full_path.relative_to(folder.path)} or {folder.compact_path.name}); start it "
                      f"again with --overwrite and the same flags ({record.get('command', 'see run.json')}).")
-    ignored = given_config_flags(args) + [f"--{k}" for k in ("settings", "preset") if getattr(args, k)]
+    ignored = given_config_flags(args) + [f"--{k}" for k in ("settings", "preset", "name", "overwrite")
+                                          if getattr(args, k)]
     if ignored:
         print(f"--resume uses the run's run.json; ignoring {', '.join(ignored)}")
     saved = record.get("schedule")
@@ -224,16 +228,22 @@ def main(argv=None, *, trainers: dict | None = None) -> int:
             folder, cfg, schedule, record = open_resumed_run(args, parser, smax)
         else:
             cfg, schedule = config_from_args(args, parser), schedule_from(args, parser)
+        mesh = env_mesh(cfg, args.devices)  # refused here, before --overwrite empties anything
+        if not args.resume:
             folder, record = (prepare_new_run(args, parser, cfg) if args.writer
                               else RunFolder(Path(args.runs_dir) / (args.name or default_name(cfg)))), None
         if not args.writer:  # another process owns the folder: it locks and writes
-            return _train(args, folder, cfg, schedule, record, smax, trainers)
+            return _train(args, folder, cfg, schedule, record, smax, trainers, mesh)
         with Lock(folder):
-            return _train(args, folder, cfg, schedule, record, smax, trainers)
+            return _train(args, folder, cfg, schedule, record, smax, trainers, mesh)
     except ValueError as e:  # CheckpointError, RunFolderError: one line naming the file and what to do
         prefix = "--resume: " if args.resume and not str(e).startswith("--resume") else ""
         print(f"{prefix}{e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # while loading or compiling (the run loop says more itself), or a second Ctrl-C
+        print("\ninterrupted; nothing more was saved (--resume continues from the last checkpoint, if one was "
+              "written)", file=sys.stderr)
+        return 130
 
 
 def start_hosts(args, parser) -> None:
@@ -289,14 +299,17 @@ def spread_envs(state, cfg, trainer, mesh):
     return place(state, env_shardings(mesh, env_axes(shape_at, cfg.envs_per_rollout)))
 
 
-def _train(args, folder, cfg, schedule, record, smax, trainers) -> int:
+def _train(args, folder, cfg, schedule, record, smax, trainers, mesh) -> int:
     import jax
 
-    mesh = env_mesh(cfg, args.devices)
     trainer = get_trainer(cfg, trainers)
     wall0, resumes = 0.0, []
     if args.resume:
         state, wall0, entry = restore(folder, trainer, cfg, args.allow_unchecked_checkpoint, args.writer)
+        if int(state.update) >= cfg.num_updates:  # nothing to run: the record stays as it is
+            print(f"{folder.path}: the run is complete ({int(state.update)}/{cfg.num_updates} updates); "
+                  f"nothing to do (its results: {folder.csv_paths[0].name}, {folder.curve_path.name})")
+            return 0
         resumes = list(record.get("resumes") or []) + [entry]
     else:
         state = trainer.init(jax.random.PRNGKey(cfg.seed))

@@ -423,3 +423,103 @@ def test_sigint_then_sigkill_resumes_bit_identical(tmp_path):
     drop = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]  # noqa: E731
     assert [int(r["update"]) for r in cut] == list(range(1, 7))
     assert drop(cut) == drop(full)
+
+
+# ---------------------------------------------------------------- faults a stranger met (each fixed)
+@needs_smax
+def test_a_refused_device_count_with_overwrite_deletes_nothing(stopped_run, tmp_path, trainers, capsys):
+    """--overwrite emptied the run folder before --devices was refused: the run was lost."""
+    import shutil
+
+    from gpae_ref.train import main
+
+    shutil.copytree(stopped_run, tmp_path / "r")
+    before = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    args = TINY + ["--eval-every", "1", "--checkpoint-every", "1", "--chunk", "1", "--runs-dir", str(tmp_path),
+                   "--name", "r", "--overwrite", "--devices", "3"]
+    assert main(args, trainers=trainers) == 2
+    assert "--devices" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == before
+    assert main(TINY + ["--runs-dir", str(tmp_path), "--name", "new", "--devices", "3"], trainers=trainers) == 2
+    assert not (tmp_path / "new").exists()  # no empty folder left behind either
+
+
+@needs_smax
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".."])
+def test_a_name_that_is_not_one_folder_name_is_refused(name, tmp_path, trainers, capsys):
+    from gpae_ref.train import main
+
+    with pytest.raises(SystemExit):
+        main(TINY + ["--runs-dir", str(tmp_path / "runs"), "--name", name], trainers=trainers)
+    assert "--name" in capsys.readouterr().err and not (tmp_path / "escape").exists()
+
+
+@needs_smax
+def test_a_deleted_metrics_csv_is_said_on_the_first_resume(stopped_run, tmp_path, trainers, capsys):
+    import shutil
+
+    from gpae_ref.train import main
+
+    run = tmp_path / "r"
+    shutil.copytree(stopped_run, run)
+    (run / "metrics.csv").unlink()
+    assert main(["--resume", str(run), "--no-progress", "--max-updates", "1"], trainers=trainers) == 0
+    assert re.search(r"metrics.csv is missing: the rows for updates 1-\d are lost", capsys.readouterr().err)
+
+
+@needs_smax
+def test_resuming_a_finished_run_changes_nothing(stopped_run, tmp_path, trainers, capsys):
+    """Each such resume recompiled and added an identical entry to the record's resumes."""
+    import shutil
+
+    from gpae_ref.train import main
+
+    run = tmp_path / "r"
+    shutil.copytree(stopped_run, run)
+    assert main(["--resume", str(run), "--no-progress"], trainers=trainers) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--no-progress", "--name", "x", "--overwrite"], trainers=trainers) == 0
+    out = capsys.readouterr().out
+    assert "ignoring --name, --overwrite" in out and "the run is complete (4/4 updates); nothing to do" in out
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+@needs_smax
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_state(tmp_path, trainers, capsys, monkeypatch):
+    """A full disk at a checkpoint gave safetensors' traceback; now one line naming the folder and --resume."""
+    import errno
+
+    from gpae_ref.learner import checkpoint
+    from gpae_ref.train import main
+
+    args = TINY + ["--eval-every", "0", "--checkpoint-every", "1", "--chunk", "1", "--runs-dir", str(tmp_path),
+                   "--name", "f"]
+    assert main(args + ["--max-updates", "1"], trainers=trainers) == 0
+    run = tmp_path / "f"
+    state_before = (run / "ckpt" / "state.safetensors").read_bytes()
+
+    def full_disk(path, data=None, writer=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write_atomic", full_disk)
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--no-progress"], trainers=trainers) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write its state (No space left on device)" in err
+    assert f"--resume {run}" in err
+    assert (run / "ckpt" / "state.safetensors").read_bytes() == state_before
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_a_write_that_fails_midway_leaves_no_temp_file(tmp_path):
+    pytest.importorskip("jax")
+    from gpae_ref.learner.checkpoint import _write_atomic
+
+    def half_then_full_disk(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        _write_atomic(tmp_path / "state.safetensors", writer=half_then_full_disk)
+    assert list(tmp_path.iterdir()) == []

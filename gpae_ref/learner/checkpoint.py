@@ -81,12 +81,16 @@ def _header(tensors: dict, meta: dict, kind: str) -> dict:
 def _write_atomic(path: Path, data: bytes | None = None, writer=None) -> None:
     """Write ``path`` through a temp file, fsync and rename: a kill never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    if writer is not None:
-        writer(tmp)
-    else:
-        tmp.write_bytes(data)
-    with open(tmp, "rb") as f:  # the rename must not land before the bytes do (power loss)
-        os.fsync(f.fileno())
+    try:
+        if writer is not None:
+            writer(tmp)
+        else:
+            tmp.write_bytes(data)
+        with open(tmp, "rb") as f:  # the rename must not land before the bytes do (power loss)
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk or Ctrl-C mid-write: no half file left to fill the disk
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

@@ -219,12 +219,19 @@ def reproduce_command(config, schedule, name: str | None = None) -> str:
 # ------------------------------------------------------------------ states
 def save_state(folder: RunFolder, state, meta: dict, data: DataSpec) -> None:
     """The full checkpoint, then the compact state (a kill in between leaves the full one newer)."""
+    from safetensors import SafetensorError
+
     from gpae_ref.learner.checkpoint import save_checkpoint, save_compact
 
-    folder.create()
-    save_checkpoint(folder.full_path, state, meta)
-    save_compact(folder.compact_path, state, meta, data_prefix=data.prefix(), keep=data.keep,
-                 axis=0 if folder.seeds is None else 1)
+    try:
+        folder.create()
+        save_checkpoint(folder.full_path, state, meta)
+        save_compact(folder.compact_path, state, meta, data_prefix=data.prefix(), keep=data.keep,
+                     axis=0 if folder.seeds is None else 1)
+    except (OSError, SafetensorError) as e:  # a full disk, a folder gone read-only: one line, not a traceback
+        raise RunFolderError(f"{folder.path}: cannot write its state ({getattr(e, 'strerror', None) or e}); the "
+                             f"last state written is kept: free space or fix the folder, then resume (train: "
+                             f"--resume {folder.path}; the experiment runner: the same command).") from None
 
 
 def load_state(folder: RunFolder, template, expect: dict, *, allow_unchecked: bool = False):
@@ -287,6 +294,10 @@ def checked_rows(path: Path, last_update: int) -> list[dict] | None:
     from gpae_ref.learner.logbook import COLUMNS, EVAL_COLUMNS, read_rows
 
     if not path.exists():
+        if last_update > 0:
+            print(f"warning: {path} is missing: the rows for updates 1-{last_update} are lost; the run goes on "
+                  f"from update {last_update} in a new file (restore the file from git or a copy first to keep "
+                  f"them).", file=sys.stderr)
         return None
     try:
         rows = read_rows(path)
@@ -376,7 +387,8 @@ class Lock:
             if host == platform.node() and pid.strip().isdigit() and _alive(int(pid)) \
                     and int(pid) != os.getpid():
                 raise RunFolderError(f"{self.path.parent.parent}: process {pid.strip()} is training this run; "
-                                     f"wait for it or stop it (Ctrl-C) first.")
+                                     f"wait for it or stop it (Ctrl-C) first (if no process of yours trains "
+                                     f"it, e.g. after a reboot reused the pid, delete {self.path}).")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(me)
         return self
