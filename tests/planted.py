@@ -272,3 +272,9 @@ def float32_inside(*args, **kwargs):
 def advantages_only(*args, **kwargs):
     """Returns the advantages alone (a GAE library's advantage function)."""
     return _estimator(*args, **kwargs)[0]
+
+
+def swapped_outputs(*args, **kwargs):
+    """Returns (value_targets, advantages): the pair the other way round (rlax-like order mix-ups)."""
+    A, v = _estimator(*args, **kwargs)
+    return v, A

@@ -134,6 +134,14 @@ def test_a_convention_that_explains_only_a_minority_of_failures_is_not_hinted():
     assert not report.ok and not any("value_targets" in h for h in report.hints), report.hints
 
 
+def test_outputs_the_other_way_round_are_named_and_the_fix_passes():
+    checks = ("P6 reductions", "matches reference")
+    report = verify(planted.swapped_outputs, checks=checks)
+    assert not report.ok and len(report.hints) == 1, report.hints
+    assert "it returns (value_targets, advantages)" in report.hints[0]
+    assert verify(lambda *a, **k: planted.swapped_outputs(*a, **k)[::-1], checks=checks).ok
+
+
 def test_advantages_alone_are_accepted_with_value_targets_none():
     checks = ("P6 reductions", "matches reference")
     assert verify(planted.advantages_only, checks=checks, value_targets="none").ok

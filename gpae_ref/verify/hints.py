@@ -13,6 +13,7 @@ Each cause is detected from what the estimator does, never guessed from names:
   capped at eta), the hint gives both formulas from the correction table;
 * value targets fail while the advantages pass, and match another convention
   (``plain`` V + A), in most failing cases: the hint names ``value_targets``;
+  the outputs pass read as (value_targets, advantages) in most: the hint says so;
 * the output is float64 but most failures are within float32's tolerance: the
   estimator computes in float32, and the hint names the tolerance.
 """
@@ -116,6 +117,10 @@ def convention_hint(conventions: list[str | None]) -> str | None:
     (name, k), = found.items()
     if 2 * k <= len(conventions):  # a minority: the convention is not what fails (e.g. swapped ratios)
         return None
+    if name == "swapped":
+        return (f"in {k} of the {len(conventions)} failing cases the outputs pass read the other way round: it "
+                f"returns (value_targets, advantages); return (advantages, value_targets), or wrap it, e.g. "
+                f"lambda *a, **k: fn(*a, **k)[::-1]")
     what = {"plain": "V + A", "clipped": "E + min(1, rho^i) A, the spec's"}[name]
     return (f"in {k} of the {len(conventions)} failing cases the advantages pass and the value targets are "
             f"{what}: verify with value_targets={name!r} (--value-targets {name}), or value_targets='none' "

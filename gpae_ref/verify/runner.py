@@ -336,7 +336,8 @@ class Verdict:
     got: np.ndarray | None = None
     expected: np.ndarray | None = None
     error: str | None = None
-    matches: str | None = None  # advantages passed; the value targets match this other convention
+    matches: str | None = None  # advantages passed and the value targets match this other convention, or
+    # "swapped": the outputs pass read as (value_targets, advantages)
 
 
 def _matching_convention(case: Case, outputs: list, how: Judging) -> str | None:
@@ -351,6 +352,15 @@ def _matching_convention(case: Case, outputs: list, how: Judging) -> str | None:
     return None
 
 
+def _swapped(case: Case, outputs: list, how: Judging) -> bool:
+    """Do the outputs pass with the pair read the other way round, (value_targets, advantages)?"""
+    if case.relation not in ("direct", "expectation") or how.value_targets == "none":
+        return False
+    flipped = [(vt, adv) for adv, vt in outputs]
+    return all(ratio_to_tolerance(*got_and_expected(case, flipped, what, how.value_targets),
+                                  *how.tolerances[what])[0] <= 1 for what in (0, 1))
+
+
 def judge(case: Case, outputs: list, how: Judging) -> Verdict:
     """Compare advantages, then value targets; n/a when an exact value lies outside its output dtype's range."""
     worst = Verdict(0.0, False)
@@ -362,7 +372,8 @@ def judge(case: Case, outputs: list, how: Judging) -> Verdict:
                 return Verdict(None, False)
         r, where = ratio_to_tolerance(got, expected, *how.tolerances[what])
         if r > 1:
-            matches = _matching_convention(case, outputs, how) if what == 1 else None
+            matches = (_matching_convention(case, outputs, how) if what == 1 else
+                       "swapped" if _swapped(case, outputs, how) else None)
             return Verdict(r, True, what, where, got, expected, matches=matches)
         worst.ratio = max(worst.ratio, r)
     return worst
