@@ -221,6 +221,15 @@ def test_broken_estimators_are_reported_not_raised(bug):
     assert ("got nan" in text) or ("raised RuntimeError" in text)
 
 
+def test_a_nan_output_reads_nan_in_the_table_not_inf():
+    report = verify(planted.returns_nan, checks=("P6 reductions",), corrections="none")
+    row = next(line for line in str(report).splitlines() if line.startswith("P6 reductions"))
+    cell = report.cell("P6 reductions", "none")
+    assert f"FAIL {cell.failing}/{cell.cases} nan" in row and cell.nan == cell.failing, row
+    cells = json.loads(report.to_json())["cells"]
+    assert next(c for c in cells if c["check"] == "P6 reductions" and c["correction"] == "none")["nan"] == cell.nan
+
+
 def test_jax_like_outputs_are_converted():
     """Outputs are only required to support numpy.asarray (lists here)."""
 

@@ -57,6 +57,13 @@ def _wanted(examples: list[Counterexample], case: Case, max_examples: int) -> bo
     return len(same_check) < max_examples and not any(x.title.startswith(case.title) for x in same_check)
 
 
+def _nan_at_worst(verdict: Verdict) -> bool:
+    """A failing verdict whose output is NaN at its worst element (the table says nan, not inf)."""
+    if not verdict.failed or verdict.got is None or not verdict.index:
+        return False
+    return bool(np.isnan(np.asarray(verdict.got)[verdict.index]))
+
+
 def _judge_all(invoke: Invoker, cases: list[Case], outputs: dict, errors: dict, how: Judging, masks: bool,
                checks, max_examples: int):
     """Cells per (check, correction), counterexamples, and the failing verdicts (for the hints)."""
@@ -68,7 +75,8 @@ def _judge_all(invoke: Invoker, cases: list[Case], outputs: dict, errors: dict, 
             verdict = Verdict(float("inf"), True, error=errors[ci])
         else:
             verdict = judge(case, [outputs[(ci, k)] for k in range(len(case.calls))], how)
-        cells[(case.check, case.correction)].add(verdict.ratio, verdict.failed, verdict.error is not None)
+        cells[(case.check, case.correction)].add(verdict.ratio, verdict.failed, verdict.error is not None,
+                                                 _nan_at_worst(verdict))
         if verdict.failed:
             failed.append((case, verdict))
         if verdict.failed and _wanted(examples, case, max_examples):

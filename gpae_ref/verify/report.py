@@ -145,8 +145,9 @@ class Cell:
     not_applicable: int = 0
     worst_ratio: float = 0.0
     raised: int = 0  # failing cases where the estimator raised or returned something unreadable
+    nan: int = 0  # failing cases where its output is NaN at the worst element
 
-    def add(self, ratio: float | None, failed: bool, raised: bool = False) -> None:
+    def add(self, ratio: float | None, failed: bool, raised: bool = False, nan: bool = False) -> None:
         """Record one case (``ratio`` None: not applicable for the estimator's dtype)."""
         if ratio is None:
             self.not_applicable += 1
@@ -154,6 +155,7 @@ class Cell:
         self.cases += 1
         self.failing += int(failed)
         self.raised += int(raised)
+        self.nan += int(nan)
         self.worst_ratio = max(self.worst_ratio, ratio)
 
     def finish(self, checked: bool = True) -> None:
@@ -254,6 +256,7 @@ class VerifyReport:
                     "failing": c.failing,
                     "not_applicable": c.not_applicable,
                     "raised": c.raised,
+                    "nan": c.nan,
                     "worst_error_over_tolerance": _finite_or_str(c.worst_ratio),
                 }
                 for c in self.cells.values()
@@ -333,7 +336,8 @@ def _cell_text(c: Cell) -> str:
     if c.status == PASS:
         return f"pass {_short_num(c.worst_ratio)}"
     if c.status == FAIL:
-        how_far = "raised" if c.raised == c.failing else _short_num(c.worst_ratio)
+        how_far = ("raised" if c.raised == c.failing else "nan" if c.nan and c.nan + c.raised == c.failing
+                   else _short_num(c.worst_ratio))
         return f"FAIL {c.failing}/{c.cases} {how_far}"
     return c.status
 
@@ -353,7 +357,7 @@ def _header(r: VerifyReport) -> list[str]:
         f"verify({r.estimator}) seed={r.seed} {_tolerance_text(r)}{options}"
         + (f" output dtype {r.output_dtype}" if r.output_dtype else ""),
         f"{r.calls} estimator calls, {r.signatures} distinct call signatures",
-        "cell: pass <worst |error| / tolerance> | FAIL <failing>/<cases> <worst |error| / tolerance, or raised>"
+        "cell: pass <worst |error| / tolerance> | FAIL <failing>/<cases> <worst |error| / tolerance, raised, or nan>"
         " | n/a (outside the output dtype's range) | not checked",
     ]
 
