@@ -110,8 +110,9 @@ def _check(o: VerifyOptions) -> None:
     names(o.checks, CHECK_NAMES, "checks")
     if o.agents is not None and not (_is_int(o.agents) and o.agents == 1):
         raise ValueError(f"agents must be None (estimator takes [T, B, N] arrays) or 1 (single-agent [T, B] "
-                         f"arrays); got {o.agents!r}." + (" agents must be >= 1." if _is_int(o.agents)
-                                                           and o.agents < 1 else ""))
+                         f"arrays); got {o.agents!r}." + (" verify picks the number of agents of each case; "
+                                                           "for an estimator of several agents leave agents=None."
+                                                           if _is_int(o.agents) and o.agents > 1 else ""))
     allowed = ("TB", "BT") if o.agents == 1 else LAYOUTS[:6]
     if o.layout is not None and o.layout not in allowed:
         raise ValueError(f"layout must be one of {list(allowed)}" + (" (agents=1)" if o.agents == 1 else "")
