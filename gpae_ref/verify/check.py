@@ -138,8 +138,9 @@ def verify(
     e.g. ``"BTN"`` for batch-major (``LAYOUTS``). ``value_targets``: the
     convention of its second output, ``"clipped"`` (the spec's
     v = E + min(1, rho^i) A), ``"plain"`` (v = V + A, most GAE libraries) or
-    ``"none"`` (advantages only; the estimator may then return them alone). ``masks``: False for an estimator without a
-    ``mask`` argument (masked cases are left out). ``seed`` fixes every game,
+    ``"none"`` (advantages only; the estimator may then return them alone).
+    ``masks``: False for an estimator without a ``mask`` argument (masked
+    cases are left out). ``seed`` fixes every game,
     policy and input. ``atol``/``rtol``: None follows each output's dtype
     (``TOLERANCES``). ``max_examples``: counterexamples kept per failing check.
     ``progress``: True prints a line per slow call to stderr (or pass a callable).

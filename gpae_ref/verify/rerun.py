@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sysconfig
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gpae_ref.verify.sources import is_library
 
 _SNIPPET = '''"""Rerun verify's counterexample: [{check} / {correction}] {title}
 
@@ -80,12 +81,10 @@ _RELATIONS = {
 def _import_root(module: str) -> str | None:
     """The sys.path folder ``module`` was imported from, unless it is an installed library's."""
     spec = importlib.util.find_spec(module)
-    if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+    if spec is None or not spec.origin or not os.path.isfile(spec.origin) or is_library(spec.origin):
         return None
     depth = module.count(".") + (2 if os.path.basename(spec.origin) == "__init__.py" else 1)
-    root = Path(spec.origin).resolve().parents[depth - 1]
-    installed = {Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    return None if root in installed or any(p in root.parents for p in installed) else str(root)
+    return str(Path(spec.origin).resolve().parents[depth - 1])
 
 
 def _import_line(label: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import sysconfig
 import time
 import traceback
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 
 from gpae_ref.verify.cases import MASKED_GROUPS, SHARED_VALUE_GROUPS, Call, Case
 from gpae_ref.verify.report import Counterexample
+from gpae_ref.verify.sources import is_library
 
 ARRAY_NAMES = ("rewards", "values", "dones", "logp_target", "logp_behaviour")
 PROGRESS_AFTER_S = 3.0  # progress lines start once a verify has run this long (a fast estimator stays quiet)
@@ -149,14 +149,7 @@ def _two_arrays(out, shape, layout: str = "TBN", one_output: bool = False) -> tu
 # ----------------------------------------------------------------------------
 
 _VERIFY_DIR = os.path.dirname(os.path.abspath(__file__))
-_LIBRARY_DIRS = tuple(sorted({os.path.abspath(sysconfig.get_paths()[k]) + os.sep
-                              for k in ("stdlib", "platstdlib", "purelib", "platlib")}))
 USER_FRAMES = 3  # the innermost frames of the user's code shown for an exception
-
-
-def _is_library(filename: str) -> bool:
-    path = os.path.abspath(filename)
-    return filename.startswith("<") or path.startswith(_LIBRARY_DIRS) or "site-packages" in path
 
 
 def _short(filename: str) -> str:
@@ -175,7 +168,7 @@ def user_frames(exc: BaseException, keep: int = USER_FRAMES) -> list[str]:
     """
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if not os.path.abspath(f.filename).startswith(_VERIFY_DIR + os.sep)]
-    own = [f for f in frames if not _is_library(f.filename)][-keep:]
+    own = [f for f in frames if not is_library(f.filename)][-keep:]
     lines = [f"  {_short(f.filename)}, line {f.lineno}, in {f.name}: {(f.line or '').strip()}" for f in own]
     if frames and (not own or frames[-1] is not own[-1]):
         f = frames[-1]
